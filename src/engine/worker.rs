@@ -1,0 +1,279 @@
+//! The worker thread: owns the generator, answers bar requests, remembers the producer's
+//! input as context.
+
+use super::messages::{BarNotes, BarReady, CHANNEL_CAPACITY, InputNote, ToWorker};
+use crate::generator::{
+    ContextNote, GenSettings, Generator, Mode, PHRASE_BARS, Phrase, PhraseRequest, render_phrase,
+};
+use crate::music::{Key, Meter, Scale, detect_key};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How many of the producer's notes the worker remembers.
+const INPUT_MEMORY: usize = 32;
+
+/// What the worker reports to the UI / CLI. Only non-audio threads read the strings.
+#[derive(Debug, Default)]
+pub struct WorkerStatus {
+    /// Name of the generator in use, once loaded.
+    pub generator: Mutex<String>,
+    /// Why the preferred generator could not be used, if it could not.
+    pub fallback_reason: Mutex<Option<String>>,
+    pub loaded: AtomicBool,
+    pub bars_generated: AtomicU64,
+    /// Wall time of the last phrase generation, in microseconds.
+    pub last_phrase_us: AtomicU32,
+    /// Key detected from the producer's input (tonic*16 + scale index), `u32::MAX` if none.
+    pub detected_key: AtomicU32,
+}
+
+impl WorkerStatus {
+    pub fn detected_key(&self) -> Option<Key> {
+        let v = self.detected_key.load(Ordering::Relaxed);
+        (v != u32::MAX).then(|| {
+            use nice_plug::prelude::Enum;
+            Key::new(
+                crate::music::PitchClass::from_index((v / 16) as u8),
+                Scale::from_index((v % 16) as usize),
+            )
+        })
+    }
+}
+
+/// Loads the generator on the worker thread; returns it and, if it is a fallback, why.
+pub type GeneratorLoader = Box<dyn FnOnce() -> (Box<dyn Generator>, Option<String>) + Send>;
+
+/// Handle to the worker thread. Dropping it stops and joins the thread.
+pub struct Worker {
+    pub to_worker: Sender<ToWorker>,
+    pub from_worker: Receiver<BarReady>,
+    pub status: Arc<WorkerStatus>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Spawns the thread. Cheap: the (possibly slow) model load happens on the new thread.
+    pub fn spawn(loader: GeneratorLoader) -> Self {
+        let (to_worker, requests) = bounded(CHANNEL_CAPACITY);
+        let (answers, from_worker) = bounded(CHANNEL_CAPACITY);
+        let status = Arc::new(WorkerStatus {
+            detected_key: AtomicU32::new(u32::MAX),
+            ..Default::default()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (status, stop) = (status.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("melodist-worker".into())
+                .spawn(move || run(loader, requests, answers, status, stop))
+                .expect("cannot spawn the Melodist worker thread")
+        };
+        Self {
+            to_worker,
+            from_worker,
+            status,
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The last phrase, kept because the audio thread asks for its bars one at a time.
+struct CachedPhrase {
+    settings: GenSettings,
+    meter: Meter,
+    phrase_index: i64,
+    input_version: u64,
+    phrase: Phrase,
+}
+
+fn run(
+    loader: GeneratorLoader,
+    requests: Receiver<ToWorker>,
+    answers: Sender<BarReady>,
+    status: Arc<WorkerStatus>,
+    stop: Arc<AtomicBool>,
+) {
+    let (mut generator, fallback) = loader();
+    *status.generator.lock().unwrap() = generator.name().to_string();
+    *status.fallback_reason.lock().unwrap() = fallback;
+    status.loaded.store(true, Ordering::Release);
+
+    let mut inputs: VecDeque<InputNote> = VecDeque::with_capacity(INPUT_MEMORY);
+    let mut input_version = 0u64;
+    let mut cache: Option<CachedPhrase> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let msg = match requests.recv_timeout(Duration::from_millis(20)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match msg {
+            ToWorker::Input(note) => {
+                if inputs.len() == INPUT_MEMORY {
+                    inputs.pop_front();
+                }
+                inputs.push_back(note);
+                input_version += 1;
+            }
+            ToWorker::ClearInput => {
+                inputs.clear();
+                input_version += 1;
+            }
+            ToWorker::Bar {
+                epoch,
+                bar_index,
+                meter,
+                settings,
+            } => {
+                let uses_input = settings.mode == Mode::Continue || settings.follow_input;
+                let settings = effective_settings(settings, &inputs, &status);
+                let phrase_index = bar_index.div_euclid(PHRASE_BARS as i64);
+                let version = if uses_input { input_version } else { 0 };
+                let fresh = cache.as_ref().is_some_and(|c| {
+                    c.settings == settings
+                        && c.meter == meter
+                        && c.phrase_index == phrase_index
+                        && c.input_version == version
+                });
+                if !fresh {
+                    let started = Instant::now();
+                    let context = if settings.mode == Mode::Continue {
+                        context_notes(&inputs)
+                    } else {
+                        Vec::new()
+                    };
+                    let request = PhraseRequest {
+                        settings,
+                        meter,
+                        phrase_index,
+                        bars: PHRASE_BARS,
+                        context: &context,
+                    };
+                    let phrase = render_phrase(generator.as_mut(), &request);
+                    status.last_phrase_us.store(
+                        started.elapsed().as_micros().min(u32::MAX as u128) as u32,
+                        Ordering::Relaxed,
+                    );
+                    cache = Some(CachedPhrase {
+                        settings,
+                        meter,
+                        phrase_index,
+                        input_version: version,
+                        phrase,
+                    });
+                }
+                let phrase = &cache.as_ref().expect("cache just filled").phrase;
+                let bar = &phrase[bar_index.rem_euclid(PHRASE_BARS as i64) as usize];
+                status.bars_generated.fetch_add(1, Ordering::Relaxed);
+                // If the audio thread is not draining, dropping this answer is correct: it will ask again.
+                let _ = answers.try_send(BarReady {
+                    epoch,
+                    bar_index,
+                    notes: BarNotes::from_slice(bar),
+                });
+            }
+        }
+    }
+}
+
+/// Applies "follow input": the tonic and flavour come from the producer's recent notes.
+fn effective_settings(
+    mut s: GenSettings,
+    inputs: &VecDeque<InputNote>,
+    status: &WorkerStatus,
+) -> GenSettings {
+    let mut hist = [0f32; 12];
+    for n in inputs {
+        hist[n.pitch as usize % 12] += 1.0;
+    }
+    let detected = (inputs.len() >= 4).then(|| detect_key(&hist)).flatten();
+    if let Some(k) = detected {
+        use nice_plug::prelude::Enum;
+        status.detected_key.store(
+            k.tonic.semitone() as u32 * 16 + k.scale.to_index() as u32,
+            Ordering::Relaxed,
+        );
+        if s.follow_input {
+            // Keep the producer's scale colour when it matches the detected major/minor mode.
+            let scale = if s.key.scale.is_minor() == k.scale.is_minor()
+                && s.key.scale != Scale::Chromatic
+            {
+                s.key.scale
+            } else {
+                k.scale
+            };
+            s.key = Key::new(k.tonic, scale);
+        }
+    }
+    s
+}
+
+/// The producer's recent notes as generator context (inter-onset durations).
+fn context_notes(inputs: &VecDeque<InputNote>) -> Vec<ContextNote> {
+    let notes: Vec<&InputNote> = inputs.iter().collect();
+    (0..notes.len())
+        .map(|i| ContextNote {
+            pitch: notes[i].pitch,
+            duration: notes
+                .get(i + 1)
+                .map_or(1.0, |n| (n.beat - notes[i].beat).clamp(0.125, 4.0)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_input_detects_the_key() {
+        let status = WorkerStatus {
+            detected_key: AtomicU32::new(u32::MAX),
+            ..Default::default()
+        };
+        let inputs: VecDeque<InputNote> = [57u8, 60, 64, 69, 72, 76, 69, 64, 62, 59, 57]
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| InputNote {
+                pitch: p,
+                velocity: 90,
+                beat: i as f64 * 0.5,
+            })
+            .collect();
+        let s = GenSettings {
+            follow_input: true,
+            key: Key::new(crate::music::PitchClass::C, Scale::Dorian),
+            ..Default::default()
+        };
+        let e = effective_settings(s, &inputs, &status);
+        assert_eq!(e.key, Key::new(crate::music::PitchClass::A, Scale::Dorian));
+        assert_eq!(
+            status.detected_key(),
+            Some(Key::new(crate::music::PitchClass::A, Scale::Minor))
+        );
+        let fixed = effective_settings(
+            GenSettings {
+                follow_input: false,
+                ..s
+            },
+            &inputs,
+            &status,
+        );
+        assert_eq!(fixed.key, s.key);
+    }
+}

@@ -1,0 +1,89 @@
+//! Finds the generator to use: a model the producer points to, else the models shipped
+//! inside the binary. Never fails: a broken model file means a fallback and a reason.
+
+use super::Generator;
+use super::markov::{MarkovGenerator, MarkovModel};
+use std::path::{Path, PathBuf};
+
+/// The shipped Markov model, embedded so the plugin bundle is self-contained.
+pub const EMBEDDED_MARKOV: &[u8] = include_bytes!("../../models/markov.bin");
+
+/// Environment variable naming a model to use instead of the shipped one: a Markov
+/// `.bin` file or a neural model folder.
+pub const MODEL_ENV: &str = "MELODIST_MODEL";
+
+/// Which model the producer asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// The best shipped model.
+    Default,
+    /// The shipped Markov baseline.
+    Markov,
+    /// A model file or folder on disk.
+    Path(PathBuf),
+}
+
+impl ModelChoice {
+    /// `default`, `markov`, or a path.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "default" | "" => Self::Default,
+            "markov" => Self::Markov,
+            path => Self::Path(PathBuf::from(path)),
+        }
+    }
+
+    /// `MELODIST_MODEL` if set, else the default.
+    pub fn from_env() -> Self {
+        std::env::var(MODEL_ENV).map(|v| Self::parse(&v)).unwrap_or(Self::Default)
+    }
+}
+
+/// Loads the chosen generator. The second value says why a fallback was used, if one was.
+pub fn load(choice: &ModelChoice) -> (Box<dyn Generator>, Option<String>) {
+    match choice {
+        ModelChoice::Default | ModelChoice::Markov => (embedded_markov(), None),
+        ModelChoice::Path(path) => match load_path(path) {
+            Ok(g) => (g, None),
+            Err(err) => {
+                let reason = format!("could not load model {}: {err:#}; using the shipped Markov model", path.display());
+                nice_plug::nice_log!("{reason}");
+                (embedded_markov(), Some(reason))
+            }
+        },
+    }
+}
+
+fn load_path(path: &Path) -> anyhow::Result<Box<dyn Generator>> {
+    Ok(Box::new(MarkovGenerator::new(MarkovModel::load(path)?)))
+}
+
+/// The shipped Markov model. Its bytes are checked at test time; should they ever be
+/// damaged the generator still runs on an untrained (uniform, in-key) model.
+pub fn embedded_markov() -> Box<dyn Generator> {
+    let model = MarkovModel::from_bytes(EMBEDDED_MARKOV).unwrap_or_default();
+    Box::new(MarkovGenerator::new(model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_markov_model_is_valid_and_trained() {
+        let m = MarkovModel::from_bytes(EMBEDDED_MARKOV).expect("models/markov.bin must load");
+        assert!(m.trained_melodies > 100, "only {} melodies", m.trained_melodies);
+    }
+
+    #[test]
+    fn missing_or_corrupt_model_falls_back_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, why) = load(&ModelChoice::Path(dir.path().join("nope.bin")));
+        assert_eq!(g.name(), "markov");
+        assert!(why.unwrap().contains("nope.bin"));
+        let bad = dir.path().join("bad.bin");
+        std::fs::write(&bad, b"MLDMKV01 garbage garbage garbage").unwrap();
+        let (_, why) = load(&ModelChoice::Path(bad));
+        assert!(why.unwrap().contains("corrupt"));
+    }
+}

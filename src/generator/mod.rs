@@ -1,0 +1,137 @@
+//! The generator seam: anything that can write a phrase of melody in beat time.
+//!
+//! The engine's worker thread owns a `Box<dyn Generator>` and never cares which model is
+//! behind it, so the neural model and the Markov baseline are interchangeable.
+
+pub mod loader;
+pub mod markov;
+pub mod neural;
+pub mod perform;
+
+use crate::music::{BeatNote, Key, Meter, SeedRng};
+use nice_plug::prelude::Enum;
+use serde::{Deserialize, Serialize};
+
+/// Bars per generated phrase. A phrase is a pure function of (settings, seed, phrase index,
+/// input context), so playing bar 9 after a jump gives the same notes as playing through.
+pub const PHRASE_BARS: usize = 4;
+
+/// What the generator does with the producer's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Free melody in the current key and meter.
+    #[name = "Generate"]
+    Generate,
+    /// Continue / answer the phrase the producer just played.
+    #[name = "Continue"]
+    Continue,
+}
+
+/// Generator settings. Plain `Copy` data so the audio thread can send it without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GenSettings {
+    pub key: Key,
+    /// Lowest and highest allowed MIDI pitch (inclusive).
+    pub low: u8,
+    pub high: u8,
+    /// 0 = sparse, long notes; 1 = busy, short notes. 0.5 is the model's own taste.
+    pub density: f32,
+    /// 0 = predictable, 1 = adventurous (sampling temperature).
+    pub variation: f32,
+    /// Sounding fraction of each note's slot, 0.05..=1.
+    pub gate: f32,
+    /// Base MIDI velocity.
+    pub velocity: u8,
+    /// 0..=1: random velocity spread.
+    pub humanize: f32,
+    pub seed: u64,
+    pub mode: Mode,
+    /// Take the tonic (and major/minor flavour) from what the producer plays.
+    pub follow_input: bool,
+}
+
+impl Default for GenSettings {
+    fn default() -> Self {
+        Self {
+            key: Key::new(crate::music::PitchClass::C, crate::music::Scale::Major),
+            low: 60,
+            high: 84,
+            density: 0.5,
+            variation: 0.5,
+            gate: 0.9,
+            velocity: 96,
+            humanize: 0.2,
+            seed: 1,
+            mode: Mode::Generate,
+            follow_input: false,
+        }
+    }
+}
+
+impl GenSettings {
+    /// Sampling temperature for the variation knob: 0 → 0.35 (safe), 0.5 → 1.0, 1 → 1.65.
+    pub fn temperature(&self) -> f32 {
+        0.35 + 1.3 * self.variation.clamp(0.0, 1.0)
+    }
+
+    /// Register limits, repaired when the producer sets low above high.
+    pub fn register(&self) -> (u8, u8) {
+        let (a, b) = (self.low.min(127), self.high.min(127));
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        // Keep at least an octave so every scale has a pitch in range.
+        if hi - lo < 12 {
+            (lo.min(115), lo.min(115) + 12)
+        } else {
+            (lo, hi)
+        }
+    }
+}
+
+/// A note the producer played (or the generator played before), used as context.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContextNote {
+    pub pitch: u8,
+    /// Inter-onset duration in quarter notes.
+    pub duration: f64,
+}
+
+/// One request for a phrase.
+#[derive(Debug, Clone)]
+pub struct PhraseRequest<'a> {
+    pub settings: GenSettings,
+    pub meter: Meter,
+    pub phrase_index: i64,
+    pub bars: usize,
+    /// Most recent notes last. Empty in Generate mode.
+    pub context: &'a [ContextNote],
+}
+
+/// A phrase: one `Vec<BeatNote>` per bar, notes relative to their bar line.
+pub type Phrase = Vec<Vec<BeatNote>>;
+
+/// A melody model that the engine can drive.
+pub trait Generator: Send {
+    /// Short human name shown in the status line ("markov", "neural-lstm").
+    fn name(&self) -> &str;
+
+    /// Writes `request.bars` bars. Must be deterministic for a given request and RNG state,
+    /// keep every pitch inside the key and register, and keep notes inside their bar.
+    fn generate(&mut self, request: &PhraseRequest<'_>, rng: &mut SeedRng) -> Phrase;
+}
+
+/// Generates a performed phrase: the model's notes plus gate, velocity and humanise.
+/// This is the one entry point the worker and the CLI use, so both produce the same notes.
+pub fn render_phrase(generator: &mut dyn Generator, request: &PhraseRequest<'_>) -> Phrase {
+    let s = &request.settings;
+    let mut rng = SeedRng::derive(&[
+        s.seed,
+        request.phrase_index as u64,
+        request.meter.numerator as u64,
+        request.meter.denominator as u64,
+    ]);
+    let mut phrase = generator.generate(request, &mut rng);
+    phrase.resize(request.bars, Vec::new());
+    perform::apply(&mut phrase, s, request.meter, &mut rng);
+    phrase
+}

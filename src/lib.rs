@@ -1,0 +1,19 @@
+//! Melodist: a real-time AI melody generator plugin.
+//!
+//! Architecture, from the host inwards:
+//! - [`plugin`]: the CLAP/VST3 plugin (parameters, state, `process()`).
+//! - [`engine`]: the real-time core: the audio-thread scheduler that turns beat-time notes
+//!   into sample-accurate MIDI, and the worker thread that generates ahead of the playhead.
+//! - [`generator`]: the `Generator` seam and the models behind it.
+//! - [`music`], [`midi`]: theory (keys, scales, meters) and MIDI files.
+
+pub mod cli;
+pub mod engine;
+pub mod generator;
+pub mod midi;
+pub mod model;
+pub mod music;
+pub mod plugin;
+pub mod presets;
+pub mod recommend;
+pub mod sessions;

@@ -1,0 +1,49 @@
+//! The `melodist` command line: generate melodies to MIDI files, train and evaluate models,
+//! and work with the local session history.
+
+use clap::{Parser, Subcommand};
+use melodist::cli;
+
+#[derive(Parser)]
+#[command(
+    name = "melodist",
+    version,
+    about = "Melodist: live AI melodies, on your machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a melody and write it to a standard MIDI file.
+    Generate(cli::generate::Args),
+    /// Train the Markov baseline from folders of MIDI files.
+    TrainMarkov(cli::train_markov::Args),
+    /// Train or fine-tune the neural melody model from folders of MIDI files.
+    Train(cli::train::Args),
+    /// Rank the style presets for a context, with reasons, from your session history.
+    Recommend(cli::recommend::Args),
+    /// Export, import or forget your local session history.
+    Sessions(cli::sessions::Args),
+    /// Evaluate the preset recommenders offline (simulator, local history, --log FILE).
+    EvalRecs(cli::eval_recs::Args),
+    // New subcommands go here, one line each, implemented in `src/cli/<name>.rs`.
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => cli::generate::run(args),
+        Command::TrainMarkov(args) => cli::train_markov::run(args),
+        Command::Train(args) => cli::train::run(args),
+        Command::Recommend(args) => cli::recommend::run(args),
+        Command::Sessions(args) => cli::sessions::run(args),
+        Command::EvalRecs(args) => cli::eval_recs::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

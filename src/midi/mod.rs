@@ -1,0 +1,7 @@
+//! Standard MIDI files: reading melodies for training and context, writing what we generate.
+
+pub mod file;
+
+pub use file::{
+    Melody, MelodyNote, collect_midi_files, read_melody, read_melody_bytes, write_melody,
+};

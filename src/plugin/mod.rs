@@ -1,0 +1,195 @@
+//! The CLAP / VST3 plugin: parameters in, transport in, MIDI in → MIDI out.
+//!
+//! `process()` only reads parameters, runs the scheduler and forwards events; all music
+//! is made on the worker thread (see [`crate::engine`]).
+
+pub mod params;
+
+use crate::engine::scheduler::BlockControls;
+use crate::engine::{BlockTransport, OutEvent, OutKind, Scheduler, Worker, WorkerStatus};
+use crate::generator::loader::{self, ModelChoice};
+use nice_plug::midi::{Channel, Key, VoiceID};
+use nice_plug::prelude::*;
+pub use params::MelodistParams;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub struct Melodist {
+    params: Arc<MelodistParams>,
+    worker: Option<Worker>,
+    scheduler: Option<Scheduler>,
+    offline: bool,
+    /// Last seen values of the two trigger parameters, for edge detection.
+    new_idea_was_on: bool,
+    panic_was_on: bool,
+}
+
+impl Default for Melodist {
+    fn default() -> Self {
+        Self {
+            params: Arc::new(MelodistParams::default()),
+            worker: None,
+            scheduler: None,
+            offline: false,
+            new_idea_was_on: false,
+            panic_was_on: false,
+        }
+    }
+}
+
+impl Melodist {
+    /// What the worker reports (model in use, fallback reason, latency), once activated.
+    pub fn worker_status(&self) -> Option<Arc<WorkerStatus>> {
+        self.worker.as_ref().map(|w| w.status.clone())
+    }
+}
+
+impl Plugin for Melodist {
+    const NAME: &'static str = "Melodist";
+    const VENDOR: &'static str = "Melodist";
+    const URL: &'static str = "https://github.com/melodist/melodist";
+    const EMAIL: &'static str = "hello@melodist.invalid";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    // Stereo out first: many hosts only offer instrument slots to plugins with audio out.
+    const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[
+        AudioIOLayout { main_input_channels: None, main_output_channels: NonZeroU32::new(2), ..AudioIOLayout::const_default() },
+        AudioIOLayout { main_input_channels: NonZeroU32::new(2), main_output_channels: NonZeroU32::new(2), ..AudioIOLayout::const_default() },
+    ];
+    const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
+    const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
+    const SAMPLE_ACCURATE_AUTOMATION: bool = false;
+
+    type Editor = ();
+    type SysExMessage = ();
+    type BackgroundTask = ();
+
+    fn params(&self) -> Arc<dyn Params> {
+        self.params.clone()
+    }
+
+    fn activate(&mut self, _layout: &AudioIOLayout, buffer_config: &BufferConfig, _context: &mut impl ActivateContext<Self>) -> bool {
+        self.offline = buffer_config.process_mode == ProcessMode::Offline;
+        if self.worker.is_none() {
+            let choice = ModelChoice::from_env();
+            self.worker = Some(Worker::spawn(Box::new(move || loader::load(&choice))));
+        }
+        if self.scheduler.is_none() {
+            let w = self.worker.as_ref().expect("just spawned");
+            self.scheduler = Some(Scheduler::new(w.to_worker.clone(), w.from_worker.clone()));
+        }
+        true
+    }
+
+    fn reset(&mut self) {
+        if let Some(s) = self.scheduler.as_mut() {
+            s.reset();
+        }
+    }
+
+    fn process(&mut self, buffer: &mut Buffer, _aux: &mut AuxiliaryBuffers, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+        // Audio: the optional input passes through (already copied by the wrapper); with no
+        // input the outputs are silence.
+        let block_len = buffer.samples();
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return ProcessStatus::KeepAlive;
+        };
+        let params = &self.params;
+
+        let new_idea = params.new_idea.value();
+        if new_idea && !self.new_idea_was_on {
+            params.idea.fetch_add(1, Ordering::Relaxed);
+        }
+        self.new_idea_was_on = new_idea;
+        let panic = params.panic.value();
+        if panic && !self.panic_was_on {
+            scheduler.panic();
+        }
+        self.panic_was_on = panic;
+
+        let controls = BlockControls {
+            enabled: params.play.value() && !params.bypass.value(),
+            settings: params.gen_settings(),
+            channel: params.output_channel(),
+            quantize: params.quantize.value(),
+            free_run_tempo: params.free_run_tempo.value() as f64,
+            offline: self.offline,
+        };
+        let transport = read_transport(context.transport());
+        let n_generated = scheduler.process_block(&transport, &controls, block_len).len();
+
+        // Merge MIDI thru with the generated notes by time: hosts reject unordered output.
+        let thru = params.midi_thru.value();
+        let mut next = 0;
+        while let Some(event) = context.next_event() {
+            let timing = event.timing();
+            while next < n_generated && scheduler.events()[next].timing <= timing {
+                send(context, scheduler.events()[next]);
+                next += 1;
+            }
+            if let NoteEvent::NoteOn { key: Key::Number(key), velocity, .. } = event {
+                scheduler.input_note(key, (velocity * 127.0).round().clamp(1.0, 127.0) as u8, timing);
+            }
+            if thru {
+                let _ = context.try_send_event(event);
+            }
+        }
+        while next < n_generated {
+            send(context, scheduler.events()[next]);
+            next += 1;
+        }
+        ProcessStatus::KeepAlive
+    }
+
+    fn deactivate(&mut self) {
+        // The worker keeps running (a host re-activates often); notes are cut on the next
+        // activation's first block through `reset()`.
+        if let Some(s) = self.scheduler.as_mut() {
+            s.reset();
+        }
+    }
+}
+
+/// Reads the host transport into the scheduler's plain form.
+fn read_transport(t: &Transport) -> BlockTransport {
+    BlockTransport {
+        playing: t.playing,
+        sample_rate: t.sample_rate as f64,
+        tempo: t.tempo,
+        time_sig_numerator: t.time_sig_numerator,
+        time_sig_denominator: t.time_sig_denominator,
+        pos_beats: t.pos_beats(),
+        bar_start_beats: t.bar_start_pos_beats(),
+        bar_number: t.bar_number().map(i64::from),
+    }
+}
+
+fn send<P: Plugin>(context: &mut impl ProcessContext<P>, ev: OutEvent) {
+    let (timing, channel) = (ev.timing, Channel::Number(ev.channel));
+    let event = match ev.kind {
+        OutKind::NoteOn { key, velocity } => {
+            NoteEvent::NoteOn { timing, voice_id: VoiceID::Wildcard, channel, key: Key::Number(key), velocity: velocity as f32 / 127.0 }
+        }
+        OutKind::NoteOff { key } => NoteEvent::NoteOff { timing, voice_id: VoiceID::Wildcard, channel, key: Key::Number(key), velocity: 0.0 },
+        OutKind::AllNotesOff => NoteEvent::MidiCC { timing, channel: ev.channel, cc: 123, value: 0.0 },
+    };
+    // A full host event buffer drops the event; nothing else we can do without blocking.
+    let _ = context.try_send_event(event);
+}
+
+impl ClapPlugin for Melodist {
+    const CLAP_ID: &'static str = "com.melodist.melodist";
+    const CLAP_DESCRIPTION: Option<&'static str> = Some("Live AI melody generator: in time, in key, never a stuck note");
+    const CLAP_MANUAL_URL: Option<&'static str> = Some(Self::URL);
+    const CLAP_SUPPORT_URL: Option<&'static str> = None;
+    const CLAP_FEATURES: &'static [ClapFeature] = &[ClapFeature::NoteEffect, ClapFeature::Instrument, ClapFeature::Utility];
+}
+
+impl Vst3Plugin for Melodist {
+    const VST3_CLASS_ID: [u8; 16] = *b"MelodistMelodyGn";
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] = &[Vst3SubCategory::Instrument, Vst3SubCategory::Generator];
+}
+
+nice_export_clap!(Melodist);
+nice_export_vst3!(Melodist);

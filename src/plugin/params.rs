@@ -1,0 +1,140 @@
+//! The plugin's parameters. The `#[id]` strings are stable: hosts store automation and
+//! projects by them, so never rename one.
+
+use crate::engine::Quantize;
+use crate::generator::{GenSettings, Mode};
+use crate::music::{Key, PitchClass, Scale};
+use nice_plug::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Params)]
+pub struct MelodistParams {
+    /// Generate while the transport plays. Off: only MIDI thru.
+    #[id = "play"]
+    pub play: BoolParam,
+    #[id = "mode"]
+    pub mode: EnumParam<Mode>,
+    /// Sampling temperature: how far the melody strays from the most likely path.
+    #[id = "variation"]
+    pub variation: FloatParam,
+    /// Busy (short notes, few rests) versus sparse.
+    #[id = "density"]
+    pub density: FloatParam,
+    #[id = "root"]
+    pub root: EnumParam<PitchClass>,
+    #[id = "scale"]
+    pub scale: EnumParam<Scale>,
+    /// Take the key from what the producer plays.
+    #[id = "follow"]
+    pub follow_input: BoolParam,
+    #[id = "low"]
+    pub low: IntParam,
+    #[id = "high"]
+    pub high: IntParam,
+    /// Note length as a fraction of the time until the next note.
+    #[id = "gate"]
+    pub gate: FloatParam,
+    #[id = "velocity"]
+    pub velocity: IntParam,
+    #[id = "humanize"]
+    pub humanize: FloatParam,
+    /// Output MIDI channel, 1-16.
+    #[id = "channel"]
+    pub channel: IntParam,
+    #[id = "seed"]
+    pub seed: IntParam,
+    /// Trigger: switching it on picks a new idea (seed) at the next bar or beat.
+    #[id = "newidea"]
+    pub new_idea: BoolParam,
+    #[id = "quantize"]
+    pub quantize: EnumParam<Quantize>,
+    /// Pass the producer's MIDI through to the output.
+    #[id = "thru"]
+    pub midi_thru: BoolParam,
+    /// Trigger: note-off for every note and "all notes off" on the output channel.
+    #[id = "panic"]
+    pub panic: BoolParam,
+    /// Tempo used when the host reports no transport (free-run).
+    #[id = "tempo"]
+    pub free_run_tempo: FloatParam,
+    #[id = "bypass"]
+    pub bypass: BoolParam,
+    /// How many times "new idea" was pressed: part of the seed, saved with the project so
+    /// the same idea plays back after reopening it.
+    #[persist = "idea"]
+    pub idea: Arc<AtomicU32>,
+}
+
+impl Default for MelodistParams {
+    fn default() -> Self {
+        let unit = |name: &str, default: f32| {
+            FloatParam::new(name, default, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_unit(" %")
+                .with_value_to_string(formatters::v2s_f32_percentage(0))
+                .with_string_to_value(formatters::s2v_f32_percentage())
+        };
+        let note = |name: &str, default: i32| {
+            IntParam::new(name, default, IntRange::Linear { min: 12, max: 120 })
+                .with_value_to_string(formatters::v2s_i32_key_formatter())
+                .with_string_to_value(formatters::s2v_i32_key_formatter())
+        };
+        Self {
+            play: BoolParam::new("Play", true),
+            mode: EnumParam::new("Mode", Mode::Generate),
+            variation: unit("Variation", 0.5),
+            density: unit("Density", 0.5),
+            root: EnumParam::new("Key", PitchClass::C),
+            scale: EnumParam::new("Scale", Scale::Major),
+            follow_input: BoolParam::new("Follow input key", false),
+            low: note("Lowest note", 60),
+            high: note("Highest note", 84),
+            gate: FloatParam::new("Gate", 0.9, FloatRange::Linear { min: 0.05, max: 1.0 })
+                .with_unit(" %")
+                .with_value_to_string(formatters::v2s_f32_percentage(0))
+                .with_string_to_value(formatters::s2v_f32_percentage()),
+            velocity: IntParam::new("Velocity", 96, IntRange::Linear { min: 1, max: 127 }),
+            humanize: unit("Humanize", 0.2),
+            channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
+            seed: IntParam::new("Seed", 1, IntRange::Linear { min: 0, max: 99_999 }),
+            new_idea: BoolParam::new("New idea", false),
+            quantize: EnumParam::new("Change at", Quantize::Bar),
+            midi_thru: BoolParam::new("MIDI thru", true),
+            panic: BoolParam::new("Panic", false),
+            free_run_tempo: FloatParam::new("Free-run tempo", 120.0, FloatRange::Linear { min: 20.0, max: 300.0 })
+                .with_unit(" BPM")
+                .with_step_size(0.1),
+            bypass: BoolParam::new("Bypass", false).make_bypass(),
+            idea: Arc::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+impl MelodistParams {
+    /// The generator settings the parameters describe right now.
+    pub fn gen_settings(&self) -> GenSettings {
+        GenSettings {
+            key: Key::new(self.root.value(), self.scale.value()),
+            low: self.low.value().clamp(0, 127) as u8,
+            high: self.high.value().clamp(0, 127) as u8,
+            density: self.density.value(),
+            variation: self.variation.value(),
+            gate: self.gate.value(),
+            velocity: self.velocity.value().clamp(1, 127) as u8,
+            humanize: self.humanize.value(),
+            seed: effective_seed(self.seed.value(), self.idea.load(Ordering::Relaxed)),
+            mode: self.mode.value(),
+            follow_input: self.follow_input.value(),
+        }
+    }
+
+    pub fn output_channel(&self) -> u8 {
+        (self.channel.value().clamp(1, 16) - 1) as u8
+    }
+}
+
+/// The seed the generator uses: the Seed parameter plus the "new idea" count, so the CLI's
+/// `--seed 7` and the plugin's Seed 7 (before any new idea) play the same melody.
+pub fn effective_seed(seed: i32, idea: u32) -> u64 {
+    seed.max(0) as u64 + ((idea as u64) << 32)
+}
