@@ -52,7 +52,7 @@ pub struct MarkovModel {
     pub trained_notes: u32,
 }
 
-fn duration_token(ticks: u32) -> u8 {
+pub fn duration_token(ticks: u32) -> u8 {
     let l = (ticks.max(1) as f32).ln();
     DURATIONS
         .iter()
@@ -453,7 +453,7 @@ impl Generator for MarkovGenerator {
         let bar = bar_ticks(meter);
         let temp = s.temperature();
         // Density bias in log-duration space: busy favours short notes and fewer rests.
-        let beta = (s.density.clamp(0.0, 1.0) - 0.5) * 3.0;
+        let beta = (s.density.clamp(0.0, 1.0) - 0.5) * 4.0;
 
         let (mut durs, mut ints): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
         let mut prev_pitch: Option<u8> = None;
@@ -667,7 +667,8 @@ mod tests {
 
     #[test]
     fn density_changes_note_count() {
-        let mut g = MarkovGenerator::new(MarkovModel::train(&toy_corpus()));
+        let shipped = MarkovModel::from_bytes(crate::generator::loader::EMBEDDED_MARKOV).unwrap();
+        let mut g = MarkovGenerator::new(shipped);
         let count = |g: &mut MarkovGenerator, density| {
             (0..20u64)
                 .map(|seed| {

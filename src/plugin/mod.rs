@@ -54,8 +54,16 @@ impl Plugin for Melodist {
 
     // Stereo out first: many hosts only offer instrument slots to plugins with audio out.
     const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[
-        AudioIOLayout { main_input_channels: None, main_output_channels: NonZeroU32::new(2), ..AudioIOLayout::const_default() },
-        AudioIOLayout { main_input_channels: NonZeroU32::new(2), main_output_channels: NonZeroU32::new(2), ..AudioIOLayout::const_default() },
+        AudioIOLayout {
+            main_input_channels: None,
+            main_output_channels: NonZeroU32::new(2),
+            ..AudioIOLayout::const_default()
+        },
+        AudioIOLayout {
+            main_input_channels: NonZeroU32::new(2),
+            main_output_channels: NonZeroU32::new(2),
+            ..AudioIOLayout::const_default()
+        },
     ];
     const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
     const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
@@ -69,7 +77,12 @@ impl Plugin for Melodist {
         self.params.clone()
     }
 
-    fn activate(&mut self, _layout: &AudioIOLayout, buffer_config: &BufferConfig, _context: &mut impl ActivateContext<Self>) -> bool {
+    fn activate(
+        &mut self,
+        _layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
         self.offline = buffer_config.process_mode == ProcessMode::Offline;
         if self.worker.is_none() {
             let choice = ModelChoice::from_env();
@@ -88,7 +101,12 @@ impl Plugin for Melodist {
         }
     }
 
-    fn process(&mut self, buffer: &mut Buffer, _aux: &mut AuxiliaryBuffers, context: &mut impl ProcessContext<Self>) -> ProcessStatus {
+    fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        _aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
         // Audio: the optional input passes through (already copied by the wrapper); with no
         // input the outputs are silence.
         let block_len = buffer.samples();
@@ -117,7 +135,9 @@ impl Plugin for Melodist {
             offline: self.offline,
         };
         let transport = read_transport(context.transport());
-        let n_generated = scheduler.process_block(&transport, &controls, block_len).len();
+        let n_generated = scheduler
+            .process_block(&transport, &controls, block_len)
+            .len();
 
         // Merge MIDI thru with the generated notes by time: hosts reject unordered output.
         let thru = params.midi_thru.value();
@@ -128,8 +148,17 @@ impl Plugin for Melodist {
                 send(context, scheduler.events()[next]);
                 next += 1;
             }
-            if let NoteEvent::NoteOn { key: Key::Number(key), velocity, .. } = event {
-                scheduler.input_note(key, (velocity * 127.0).round().clamp(1.0, 127.0) as u8, timing);
+            if let NoteEvent::NoteOn {
+                key: Key::Number(key),
+                velocity,
+                ..
+            } = event
+            {
+                scheduler.input_note(
+                    key,
+                    (velocity * 127.0).round().clamp(1.0, 127.0) as u8,
+                    timing,
+                );
             }
             if thru {
                 let _ = context.try_send_event(event);
@@ -168,11 +197,26 @@ fn read_transport(t: &Transport) -> BlockTransport {
 fn send<P: Plugin>(context: &mut impl ProcessContext<P>, ev: OutEvent) {
     let (timing, channel) = (ev.timing, Channel::Number(ev.channel));
     let event = match ev.kind {
-        OutKind::NoteOn { key, velocity } => {
-            NoteEvent::NoteOn { timing, voice_id: VoiceID::Wildcard, channel, key: Key::Number(key), velocity: velocity as f32 / 127.0 }
-        }
-        OutKind::NoteOff { key } => NoteEvent::NoteOff { timing, voice_id: VoiceID::Wildcard, channel, key: Key::Number(key), velocity: 0.0 },
-        OutKind::AllNotesOff => NoteEvent::MidiCC { timing, channel: ev.channel, cc: 123, value: 0.0 },
+        OutKind::NoteOn { key, velocity } => NoteEvent::NoteOn {
+            timing,
+            voice_id: VoiceID::Wildcard,
+            channel,
+            key: Key::Number(key),
+            velocity: velocity as f32 / 127.0,
+        },
+        OutKind::NoteOff { key } => NoteEvent::NoteOff {
+            timing,
+            voice_id: VoiceID::Wildcard,
+            channel,
+            key: Key::Number(key),
+            velocity: 0.0,
+        },
+        OutKind::AllNotesOff => NoteEvent::MidiCC {
+            timing,
+            channel: ev.channel,
+            cc: 123,
+            value: 0.0,
+        },
     };
     // A full host event buffer drops the event; nothing else we can do without blocking.
     let _ = context.try_send_event(event);
@@ -180,15 +224,21 @@ fn send<P: Plugin>(context: &mut impl ProcessContext<P>, ev: OutEvent) {
 
 impl ClapPlugin for Melodist {
     const CLAP_ID: &'static str = "com.melodist.melodist";
-    const CLAP_DESCRIPTION: Option<&'static str> = Some("Live AI melody generator: in time, in key, never a stuck note");
+    const CLAP_DESCRIPTION: Option<&'static str> =
+        Some("Live AI melody generator: in time, in key, never a stuck note");
     const CLAP_MANUAL_URL: Option<&'static str> = Some(Self::URL);
     const CLAP_SUPPORT_URL: Option<&'static str> = None;
-    const CLAP_FEATURES: &'static [ClapFeature] = &[ClapFeature::NoteEffect, ClapFeature::Instrument, ClapFeature::Utility];
+    const CLAP_FEATURES: &'static [ClapFeature] = &[
+        ClapFeature::NoteEffect,
+        ClapFeature::Instrument,
+        ClapFeature::Utility,
+    ];
 }
 
 impl Vst3Plugin for Melodist {
     const VST3_CLASS_ID: [u8; 16] = *b"MelodistMelodyGn";
-    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] = &[Vst3SubCategory::Instrument, Vst3SubCategory::Generator];
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
+        &[Vst3SubCategory::Instrument, Vst3SubCategory::Generator];
 }
 
 nice_export_clap!(Melodist);

@@ -89,21 +89,42 @@ impl Default for MelodistParams {
             follow_input: BoolParam::new("Follow input key", false),
             low: note("Lowest note", 60),
             high: note("Highest note", 84),
-            gate: FloatParam::new("Gate", 0.9, FloatRange::Linear { min: 0.05, max: 1.0 })
-                .with_unit(" %")
-                .with_value_to_string(formatters::v2s_f32_percentage(0))
-                .with_string_to_value(formatters::s2v_f32_percentage()),
+            gate: FloatParam::new(
+                "Gate",
+                0.9,
+                FloatRange::Linear {
+                    min: 0.05,
+                    max: 1.0,
+                },
+            )
+            .with_unit(" %")
+            .with_value_to_string(formatters::v2s_f32_percentage(0))
+            .with_string_to_value(formatters::s2v_f32_percentage()),
             velocity: IntParam::new("Velocity", 96, IntRange::Linear { min: 1, max: 127 }),
             humanize: unit("Humanize", 0.2),
             channel: IntParam::new("MIDI channel", 1, IntRange::Linear { min: 1, max: 16 }),
-            seed: IntParam::new("Seed", 1, IntRange::Linear { min: 0, max: 99_999 }),
+            seed: IntParam::new(
+                "Seed",
+                1,
+                IntRange::Linear {
+                    min: 0,
+                    max: 99_999,
+                },
+            ),
             new_idea: BoolParam::new("New idea", false),
             quantize: EnumParam::new("Change at", Quantize::Bar),
             midi_thru: BoolParam::new("MIDI thru", true),
             panic: BoolParam::new("Panic", false),
-            free_run_tempo: FloatParam::new("Free-run tempo", 120.0, FloatRange::Linear { min: 20.0, max: 300.0 })
-                .with_unit(" BPM")
-                .with_step_size(0.1),
+            free_run_tempo: FloatParam::new(
+                "Free-run tempo",
+                120.0,
+                FloatRange::Linear {
+                    min: 20.0,
+                    max: 300.0,
+                },
+            )
+            .with_unit(" BPM")
+            .with_step_size(0.1),
             bypass: BoolParam::new("Bypass", false).make_bypass(),
             idea: Arc::new(AtomicU32::new(0)),
         }

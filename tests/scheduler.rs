@@ -1,0 +1,641 @@
+//! Transport handling of the audio-thread scheduler, driven with a real worker and the
+//! shipped Markov model. Every run checks the invariants a host relies on:
+//! events in order and inside the block, no NoteOn on a sounding key, every NoteOn
+//! eventually gets its NoteOff, and notes land within one sample of their beat.
+
+use melodist::engine::scheduler::BlockControls;
+use melodist::engine::{BlockTransport, OutKind, Quantize, Scheduler, Worker};
+use melodist::generator::loader::embedded_markov;
+use melodist::generator::{GenSettings, Generator, PHRASE_BARS, PhraseRequest, render_phrase};
+use melodist::music::Meter;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+/// A note-on as heard by the test host: absolute beat where it sounded, pitch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Heard {
+    beat: f64,
+    pitch: u8,
+}
+
+struct Harness {
+    _worker: Worker,
+    sched: Scheduler,
+    /// (channel, key) -> sounding since beat
+    sounding: HashMap<(u8, u8), f64>,
+    heard: Vec<Heard>,
+    cc_all_off: usize,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let worker = Worker::spawn(Box::new(|| (embedded_markov(), None)));
+        let sched = Scheduler::new(worker.to_worker.clone(), worker.from_worker.clone());
+        Self {
+            _worker: worker,
+            sched,
+            sounding: HashMap::new(),
+            heard: Vec::new(),
+            cc_all_off: 0,
+        }
+    }
+
+    /// Runs one block and checks the per-block invariants.
+    fn block(
+        &mut self,
+        t: &BlockTransport,
+        c: &BlockControls,
+        len: usize,
+    ) -> Vec<melodist::engine::OutEvent> {
+        let events = self.sched.process_block(t, c, len).to_vec();
+        let tempo = t.tempo.unwrap_or(c.free_run_tempo);
+        let bps = tempo / 60.0 / t.sample_rate;
+        let mut last = 0;
+        for e in &events {
+            assert!(
+                (e.timing as usize) < len,
+                "event at {} outside block of {len}",
+                e.timing
+            );
+            assert!(e.timing >= last, "events out of order: {events:?}");
+            last = e.timing;
+            match e.kind {
+                OutKind::NoteOn { key, .. } => {
+                    assert!(
+                        self.sounding.insert((e.channel, key), 0.0).is_none(),
+                        "NoteOn on sounding key {key}: {events:?}"
+                    );
+                    if let Some(p) = t.pos_beats {
+                        self.heard.push(Heard {
+                            beat: p + e.timing as f64 * bps,
+                            pitch: key,
+                        });
+                    }
+                }
+                OutKind::NoteOff { key } => {
+                    assert!(
+                        self.sounding.remove(&(e.channel, key)).is_some(),
+                        "NoteOff for silent key {key}"
+                    );
+                }
+                OutKind::AllNotesOff => self.cc_all_off += 1,
+            }
+        }
+        events
+    }
+
+    /// Plays `blocks` contiguous blocks from `start` beats; returns the beat after the last.
+    fn play(
+        &mut self,
+        start: f64,
+        blocks: usize,
+        len: usize,
+        tempo: f64,
+        sr: f64,
+        c: &BlockControls,
+    ) -> f64 {
+        let mut pos = start;
+        for _ in 0..blocks {
+            self.block(&BlockTransport::playing_at(pos, tempo, sr), c, len);
+            pos += len as f64 * tempo / 60.0 / sr;
+        }
+        pos
+    }
+
+    fn stop(&mut self, pos: f64, c: &BlockControls) {
+        let t = BlockTransport {
+            playing: false,
+            ..BlockTransport::playing_at(pos, 120.0, 48_000.0)
+        };
+        self.block(&t, c, 512);
+        assert!(
+            self.sounding.is_empty(),
+            "notes left sounding after stop: {:?}",
+            self.sounding
+        );
+        assert_eq!(self.sched.sounding_notes(), 0);
+    }
+}
+
+fn offline(settings: GenSettings) -> BlockControls {
+    BlockControls {
+        settings,
+        offline: true,
+        ..BlockControls::default()
+    }
+}
+
+/// The notes the generator intends for bars `first..last` (absolute beats, 4/4 unless given).
+fn intended(settings: GenSettings, meter: Meter, bars: std::ops::Range<i64>) -> Vec<Heard> {
+    let mut g = embedded_markov();
+    let mut phrases: BTreeMap<i64, Vec<Vec<melodist::music::BeatNote>>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for bar in bars {
+        let p = bar.div_euclid(PHRASE_BARS as i64);
+        let phrase = phrases.entry(p).or_insert_with(|| {
+            render_phrase(
+                g.as_mut() as &mut dyn Generator,
+                &PhraseRequest {
+                    settings,
+                    meter,
+                    phrase_index: p,
+                    bars: PHRASE_BARS,
+                    context: &[],
+                },
+            )
+        });
+        let start = bar as f64 * meter.beats_per_bar();
+        for n in &phrase[bar.rem_euclid(PHRASE_BARS as i64) as usize] {
+            out.push(Heard {
+                beat: start + n.start,
+                pitch: n.pitch,
+            });
+        }
+    }
+    out
+}
+
+/// Asserts `heard` equals `expected` note for note, each within one sample.
+fn assert_on_grid(heard: &[Heard], expected: &[Heard], beats_per_sample: f64) {
+    assert_eq!(
+        heard.len(),
+        expected.len(),
+        "heard {heard:?}\nexpected {expected:?}"
+    );
+    for (h, e) in heard.iter().zip(expected) {
+        assert_eq!(h.pitch, e.pitch);
+        let err = h.beat - e.beat;
+        assert!(
+            err > -1e-9 && err <= beats_per_sample + 1e-9,
+            "note {e:?} heard at {} (err {err} beats)",
+            h.beat
+        );
+    }
+}
+
+#[test]
+fn plays_the_generated_notes_on_the_grid_then_stops_cleanly() {
+    let s = GenSettings {
+        seed: 11,
+        ..Default::default()
+    };
+    let mut h = Harness::new();
+    let end = h.play(
+        0.0,
+        8 * 48_000 * 2 / 512 / 1,
+        512,
+        120.0,
+        48_000.0,
+        &offline(s),
+    ); // 8 bars at 120 BPM
+    let expected: Vec<Heard> = intended(s, Meter::new(4, 4), 0..9)
+        .into_iter()
+        .filter(|n| n.beat < end - 1e-9)
+        .collect();
+    assert!(expected.len() > 16);
+    assert_on_grid(&h.heard, &expected, 120.0 / 60.0 / 48_000.0);
+    for n in &h.heard {
+        assert!(s.key.contains(n.pitch) && (s.low..=s.high).contains(&n.pitch));
+    }
+    h.stop(end, &offline(s));
+    // Stopped: nothing more plays.
+    let before = h.heard.len();
+    for _ in 0..50 {
+        let t = BlockTransport {
+            playing: false,
+            ..BlockTransport::playing_at(end, 120.0, 48_000.0)
+        };
+        assert!(h.block(&t, &offline(s), 512).is_empty());
+    }
+    assert_eq!(h.heard.len(), before);
+}
+
+#[test]
+fn starts_from_any_position() {
+    let s = GenSettings {
+        seed: 5,
+        ..Default::default()
+    };
+    let mut h = Harness::new();
+    let start = 21.37;
+    let end = h.play(start, 300, 333, 97.0, 44_100.0, &offline(s));
+    let expected: Vec<Heard> = intended(s, Meter::new(4, 4), 5..20)
+        .into_iter()
+        .filter(|n| n.beat >= start - 1e-9 && n.beat < end - 1e-9)
+        .collect();
+    assert_on_grid(&h.heard, &expected, 97.0 / 60.0 / 44_100.0);
+}
+
+#[test]
+fn loop_wrap_and_jumps_cut_notes_and_resync() {
+    let s = GenSettings {
+        seed: 9,
+        gate: 1.0,
+        ..Default::default()
+    };
+    let c = offline(s);
+    let mut h = Harness::new();
+    // Loop bars 0..2 twice: the second pass repeats the first exactly.
+    let end = h.play(0.0, 375, 512, 120.0, 48_000.0, &c);
+    let first_pass = h.heard.clone();
+    assert!(end > 8.0);
+    let notes_before_wrap = h.sounding.len();
+    let wrap = h.block(&BlockTransport::playing_at(0.0, 120.0, 48_000.0), &c, 512);
+    if notes_before_wrap > 0 {
+        assert!(
+            wrap.iter()
+                .any(|e| e.timing == 0 && matches!(e.kind, OutKind::NoteOff { .. })),
+            "no note-off at the loop wrap"
+        );
+    }
+    h.heard.truncate(first_pass.len());
+    h.sounding.clear();
+    let mut h2 = Harness::new();
+    h2.play(0.0, 375, 512, 120.0, 48_000.0, &c);
+    assert_eq!(h2.heard, first_pass);
+    // Forward jump to bar 12 and backward jump to bar 3: notes resume on the grid.
+    let bps = 120.0 / 60.0 / 48_000.0;
+    for start in [48.0, 12.0] {
+        let mut h = Harness::new();
+        h.play(0.0, 100, 512, 120.0, 48_000.0, &c);
+        let cut = h.heard.len();
+        let end = h.play(start, 200, 512, 120.0, 48_000.0, &c);
+        let expected: Vec<Heard> = intended(s, Meter::new(4, 4), 0..20)
+            .into_iter()
+            .filter(|n| n.beat >= start - 1e-9 && n.beat < end - 1e-9)
+            .collect();
+        assert_on_grid(&h.heard[cut..], &expected, bps);
+        assert!(h.sched.stats.resyncs >= 1);
+    }
+}
+
+#[test]
+fn tempo_changes_keep_notes_on_their_beats() {
+    let s = GenSettings {
+        seed: 3,
+        density: 0.8,
+        ..Default::default()
+    };
+    let c = offline(s);
+    let mut h = Harness::new();
+    let sr = 48_000.0;
+    let mut pos = 0.0;
+    let mut max_bps: f64 = 0.0;
+    for i in 0..600 {
+        let tempo = 60.0 + (i as f64 * 0.7) % 140.0; // keeps changing
+        max_bps = max_bps.max(tempo / 60.0 / sr);
+        h.block(&BlockTransport::playing_at(pos, tempo, sr), &c, 256);
+        pos += 256.0 * tempo / 60.0 / sr;
+    }
+    let expected: Vec<Heard> = intended(s, Meter::new(4, 4), 0..40)
+        .into_iter()
+        .filter(|n| n.beat < pos - 1e-9)
+        .collect();
+    assert_on_grid(&h.heard, &expected, max_bps);
+}
+
+#[test]
+fn time_signature_change_redraws_bars() {
+    let s = GenSettings {
+        seed: 21,
+        ..Default::default()
+    };
+    let c = offline(s);
+    let mut h = Harness::new();
+    let end = h.play(0.0, 375, 512, 120.0, 48_000.0, &c); // 2 bars of 4/4 (8 beats)
+    assert!((end - 8.0).abs() < 1e-6);
+    // The host switches to 3/4 at beat 8 and reports bar 2 starting there.
+    let cut = h.heard.len();
+    let mut pos = end;
+    for _ in 0..(375 * 3 / 2) {
+        let bar = ((pos - 8.0) / 3.0 + 1e-9).floor();
+        let t = BlockTransport {
+            time_sig_numerator: Some(3),
+            time_sig_denominator: Some(4),
+            bar_start_beats: Some(8.0 + bar * 3.0),
+            bar_number: Some(2 + bar as i64),
+            ..BlockTransport::playing_at(pos, 120.0, 48_000.0)
+        };
+        h.block(&t, &c, 512);
+        pos += 512.0 * 120.0 / 60.0 / 48_000.0;
+    }
+    // The 3/4 bars hold the generator's 3/4 notes.
+    let mut expected = Vec::new();
+    for n in intended(s, Meter::new(3, 4), 2..10) {
+        let beat = 8.0 + (n.beat - 2.0 * 3.0);
+        if beat < pos - 1e-9 {
+            expected.push(Heard {
+                beat,
+                pitch: n.pitch,
+            });
+        }
+    }
+    assert_on_grid(&h.heard[cut..], &expected, 120.0 / 60.0 / 48_000.0);
+}
+
+#[test]
+fn sample_rate_and_block_size_changes() {
+    let s = GenSettings {
+        seed: 14,
+        ..Default::default()
+    };
+    let c = offline(s);
+    let mut h = Harness::new();
+    let mut pos = 0.0;
+    let mut max_bps: f64 = 0.0;
+    for (i, (sr, len)) in [
+        (44_100.0, 64),
+        (96_000.0, 1024),
+        (22_050.0, 7),
+        (192_000.0, 4096),
+        (48_000.0, 1),
+    ]
+    .iter()
+    .cycle()
+    .take(3000)
+    .enumerate()
+    {
+        let len = if *len == 1 { 1 + i % 3 } else { *len };
+        max_bps = max_bps.max(120.0 / 60.0 / sr);
+        h.block(&BlockTransport::playing_at(pos, 120.0, *sr), &c, len);
+        pos += len as f64 * 2.0 / sr;
+    }
+    let expected: Vec<Heard> = intended(s, Meter::new(4, 4), 0..200)
+        .into_iter()
+        .filter(|n| n.beat < pos - 1e-9)
+        .collect();
+    assert!(expected.len() > 10);
+    assert_on_grid(&h.heard, &expected, max_bps);
+}
+
+#[test]
+fn reset_bypass_and_panic_silence_everything() {
+    let s = GenSettings {
+        seed: 2,
+        gate: 1.0,
+        ..Default::default()
+    };
+    let c = offline(s);
+    for action in ["reset", "bypass", "panic", "play-off"] {
+        let mut h = Harness::new();
+        // Play until a note is sounding.
+        let mut pos = 0.0;
+        while h.sounding.is_empty() {
+            h.block(&BlockTransport::playing_at(pos, 120.0, 48_000.0), &c, 128);
+            pos += 128.0 * 2.0 / 48_000.0;
+        }
+        let was_sounding: Vec<u8> = h.sounding.keys().map(|k| k.1).collect();
+        let mut c2 = c;
+        match action {
+            "reset" => h.sched.reset(),
+            "panic" => h.sched.panic(),
+            _ => c2.enabled = false,
+        }
+        // After a reset the host restarts at 0, where the melody may begin again at once.
+        let ev = h.block(
+            &BlockTransport::playing_at(if action == "reset" { 0.0 } else { pos }, 120.0, 48_000.0),
+            &c2,
+            128,
+        );
+        for key in was_sounding {
+            assert!(
+                ev.iter()
+                    .any(|e| e.timing == 0 && e.kind == OutKind::NoteOff { key }),
+                "{action}: no note-off for {key} in {ev:?}"
+            );
+        }
+        if action != "reset" {
+            assert!(
+                h.sounding.is_empty(),
+                "{action}: still sounding after {ev:?}"
+            );
+        }
+        if action == "panic" {
+            assert_eq!(h.cc_all_off, 1);
+        }
+    }
+}
+
+#[test]
+fn free_runs_without_a_host_timeline() {
+    let s = GenSettings {
+        seed: 4,
+        ..Default::default()
+    };
+    let c = BlockControls {
+        free_run_tempo: 90.0,
+        ..offline(s)
+    };
+    let mut h = Harness::new();
+    let t = BlockTransport {
+        playing: false,
+        tempo: None,
+        pos_beats: None,
+        ..BlockTransport::playing_at(0.0, 0.0, 48_000.0)
+    };
+    let mut ons = Vec::new();
+    let mut sample = 0u64;
+    for _ in 0..2000 {
+        for e in h.block(&t, &c, 480) {
+            if matches!(e.kind, OutKind::NoteOn { .. }) {
+                ons.push((sample + e.timing as u64) as f64 * 1.5 / 48_000.0);
+            }
+        }
+        sample += 480;
+    }
+    let expected: Vec<f64> = intended(s, Meter::new(4, 4), 0..20)
+        .into_iter()
+        .map(|n| n.beat)
+        .filter(|b| *b < sample as f64 * 1.5 / 48_000.0 - 1e-9)
+        .collect();
+    assert_eq!(ons.len(), expected.len());
+    for (a, b) in ons.iter().zip(&expected) {
+        assert!((a - b) >= -1e-9 && a - b <= 1.5 / 48_000.0 + 1e-9);
+    }
+}
+
+#[test]
+fn a_seed_change_takes_effect_at_the_next_bar_or_beat() {
+    let a = GenSettings {
+        seed: 100,
+        ..Default::default()
+    };
+    let b = GenSettings { seed: 200, ..a };
+    let bps = 2.0 / 48_000.0;
+    for quantize in [Quantize::Bar, Quantize::Beat] {
+        let mut h = Harness::new();
+        let ca = BlockControls {
+            quantize,
+            ..offline(a)
+        };
+        let cb = BlockControls {
+            quantize,
+            ..offline(b)
+        };
+        let mid = h.play(0.0, 200, 480, 120.0, 48_000.0, &ca); // 4 bars... to beat 4.0 * 1 bar = 4 beats? 200*480 samples = 2 s = 4 beats
+        assert!((mid - 4.0).abs() < 1e-9);
+        let pos = h.play(mid, 100, 480, 120.0, 48_000.0, &ca); // into bar 1 (beat 6.0)
+        let end = h.play(pos, 600, 480, 120.0, 48_000.0, &cb);
+        let switch = if quantize == Quantize::Bar { 8.0 } else { 7.0 }; // next bar / next beat after 6.0
+        let mut expected: Vec<Heard> = intended(a, Meter::new(4, 4), 0..2)
+            .into_iter()
+            .filter(|n| n.beat < switch)
+            .collect();
+        expected.extend(
+            intended(b, Meter::new(4, 4), 1..20)
+                .into_iter()
+                .filter(|n| n.beat >= switch && n.beat < end - 1e-9),
+        );
+        assert_on_grid(&h.heard, &expected, bps);
+    }
+}
+
+#[test]
+fn realtime_never_waits_for_a_late_worker() {
+    struct Slow(Box<dyn Generator>);
+    impl Generator for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn generate(
+            &mut self,
+            r: &PhraseRequest<'_>,
+            rng: &mut melodist::music::SeedRng,
+        ) -> melodist::generator::Phrase {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            self.0.generate(r, rng)
+        }
+    }
+    let worker = Worker::spawn(Box::new(|| {
+        (
+            Box::new(Slow(embedded_markov())) as Box<dyn Generator>,
+            None,
+        )
+    }));
+    let mut sched = Scheduler::new(worker.to_worker.clone(), worker.from_worker.clone());
+    let c = BlockControls::default(); // realtime
+    let started = std::time::Instant::now();
+    let mut ons = 0;
+    for i in 0..50 {
+        let ev = sched.process_block(
+            &BlockTransport::playing_at(i as f64 * 0.02, 120.0, 48_000.0),
+            &c,
+            480,
+        );
+        ons += ev
+            .iter()
+            .filter(|e| matches!(e.kind, OutKind::NoteOn { .. }))
+            .count();
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(250),
+        "audio thread waited: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ons, 0);
+    assert!(sched.stats.late_bars >= 1);
+}
+
+#[test]
+fn offline_render_equals_a_paced_realtime_render() {
+    let s = GenSettings {
+        seed: 31,
+        ..Default::default()
+    };
+    let render = |offline: bool| {
+        let mut h = Harness::new();
+        let c = BlockControls {
+            offline,
+            ..offline_controls(s)
+        };
+        // Let the worker prepare while stopped, as a host does before play.
+        let stopped = BlockTransport {
+            playing: false,
+            ..BlockTransport::playing_at(0.0, 120.0, 48_000.0)
+        };
+        h.block(&stopped, &c, 512);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut pos = 0.0;
+        for i in 0..900 {
+            if !offline && i % 50 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5)); // leave the worker time, like real time does
+            }
+            h.block(&BlockTransport::playing_at(pos, 120.0, 48_000.0), &c, 512);
+            pos += 512.0 * 2.0 / 48_000.0;
+        }
+        h.heard
+    };
+    let a = render(true);
+    let b = render(false);
+    assert!(a.len() > 20);
+    assert_eq!(a, b);
+}
+
+fn offline_controls(s: GenSettings) -> BlockControls {
+    offline(s)
+}
+
+/// One step of a random host.
+#[derive(Debug, Clone)]
+enum Step {
+    Play { blocks: usize, len: usize },
+    Jump { to: f64 },
+    Tempo(f64),
+    SampleRate(f64),
+    Stop,
+    Start,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1usize..40, 1usize..=4096).prop_map(|(blocks, len)| Step::Play { blocks, len }),
+        1 => (0.0f64..64.0).prop_map(|to| Step::Jump { to }),
+        1 => (30.0f64..300.0).prop_map(Step::Tempo),
+        1 => prop::sample::select(vec![22_050.0, 44_100.0, 48_000.0, 88_200.0, 96_000.0, 192_000.0]).prop_map(Step::SampleRate),
+        1 => Just(Step::Stop),
+        1 => Just(Step::Start),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random transports: every invariant the Harness checks holds, every note heard is
+    /// one the generator intended (within a sample), and stopping leaves nothing sounding.
+    #[test]
+    fn random_transports_keep_the_invariants(steps in prop::collection::vec(step(), 1..25), seed in 0u64..1000) {
+        let s = GenSettings { seed, ..Default::default() };
+        let c = offline(s);
+        let mut h = Harness::new();
+        let (mut pos, mut tempo, mut sr, mut playing) = (0.0f64, 120.0f64, 48_000.0f64, true);
+        let intended = intended(s, Meter::new(4, 4), 0..40);
+        for st in steps {
+            match st {
+                Step::Play { blocks, len } => {
+                    for _ in 0..blocks {
+                        let bps = tempo / 60.0 / sr;
+                        let before = h.heard.len();
+                        let t = BlockTransport { playing, ..BlockTransport::playing_at(pos, tempo, sr) };
+                        h.block(&t, &c, len);
+                        for heard in &h.heard[before..] {
+                            prop_assert!(
+                                intended.iter().any(|n| n.pitch == heard.pitch && heard.beat - n.beat > -1e-9 && heard.beat - n.beat <= bps + 1e-9),
+                                "unexpected note {:?}", heard
+                            );
+                        }
+                        if playing {
+                            pos += len as f64 * bps;
+                        }
+                        if pos > 150.0 { pos = 0.0; }
+                    }
+                }
+                Step::Jump { to } => pos = to,
+                Step::Tempo(t) => tempo = t,
+                Step::SampleRate(r) => sr = r,
+                Step::Stop => playing = false,
+                Step::Start => playing = true,
+            }
+        }
+        h.stop(pos, &c);
+    }
+}
