@@ -502,7 +502,7 @@ fn realtime_never_waits_for_a_late_worker() {
             r: &PhraseRequest<'_>,
             rng: &mut melodist::music::SeedRng,
         ) -> melodist::generator::Phrase {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::thread::sleep(std::time::Duration::from_secs(2));
             self.0.generate(r, rng)
         }
     }
@@ -528,7 +528,7 @@ fn realtime_never_waits_for_a_late_worker() {
             .count();
     }
     assert!(
-        started.elapsed() < std::time::Duration::from_millis(250),
+        started.elapsed() < std::time::Duration::from_secs(1),
         "audio thread waited: {:?}",
         started.elapsed()
     );
@@ -557,8 +557,8 @@ fn offline_render_equals_a_paced_realtime_render() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let mut pos = 0.0;
         for i in 0..900 {
-            if !offline && i % 50 == 0 {
-                std::thread::sleep(std::time::Duration::from_millis(5)); // leave the worker time, like real time does
+            if !offline && i % 5 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1)); // leave the worker time, like real time does
             }
             h.block(&BlockTransport::playing_at(pos, 120.0, 48_000.0), &c, 512);
             pos += 512.0 * 2.0 / 48_000.0;

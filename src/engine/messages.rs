@@ -88,6 +88,8 @@ pub enum ToWorker {
     Input(InputNote),
     /// Forget the producer's input (panic / reset).
     ClearInput,
+    /// Exit the thread (sent by `Worker::drop`, so dropping never waits on a timeout).
+    Stop,
 }
 
 /// Worker → audio thread.

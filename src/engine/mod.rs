@@ -9,9 +9,11 @@
 //!   the playhead.
 
 pub mod messages;
+pub mod monitor;
 pub mod scheduler;
 pub mod worker;
 
 pub use messages::{BarNotes, BarReady, InputNote, MAX_NOTES_PER_BAR, ToWorker};
+pub use monitor::{EngineView, MonitorEvent, PlayedNote};
 pub use scheduler::{BlockTransport, OutEvent, OutKind, Quantize, Scheduler};
 pub use worker::{Worker, WorkerStatus};

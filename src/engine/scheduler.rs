@@ -9,6 +9,7 @@
 //! whatever the block size, tempo or sample rate.
 
 use super::messages::{BarNotes, BarReady, InputNote, ToWorker};
+use super::monitor::MonitorEvent;
 use crate::generator::{GenSettings, Mode};
 use crate::music::Meter;
 use crossbeam_channel::{Receiver, Sender};
@@ -194,6 +195,8 @@ pub struct Scheduler {
     input_dirty: bool,
     block_start: f64,
     beats_per_sample: f64,
+    /// Where played notes and upcoming bars are reported (editor, capture), if anywhere.
+    monitor: Option<Sender<MonitorEvent>>,
     pub stats: SchedulerStats,
 }
 
@@ -221,7 +224,19 @@ impl Scheduler {
             input_dirty: false,
             block_start: 0.0,
             beats_per_sample: 0.0,
+            monitor: None,
             stats: SchedulerStats::default(),
+        }
+    }
+
+    /// Reports played notes, the playhead and upcoming bars to this channel (never blocks).
+    pub fn set_monitor(&mut self, tx: Sender<MonitorEvent>) {
+        self.monitor = Some(tx);
+    }
+
+    fn report(&self, ev: MonitorEvent) {
+        if let Some(tx) = &self.monitor {
+            let _ = tx.try_send(ev);
         }
     }
 
@@ -249,6 +264,13 @@ impl Scheduler {
     /// context. Call after `process_block` for the same block.
     pub fn input_note(&mut self, pitch: u8, velocity: u8, timing: u32) {
         let beat = self.block_start + timing as f64 * self.beats_per_sample;
+        self.report(MonitorEvent::Note {
+            beat,
+            pitch,
+            velocity,
+            on: true,
+            input: true,
+        });
         if self
             .to_worker
             .try_send(ToWorker::Input(InputNote {
@@ -262,6 +284,18 @@ impl Scheduler {
                 self.input_dirty |= s.mode == Mode::Continue || s.follow_input;
             }
         }
+    }
+
+    /// The producer released a note (for the editor and capture only).
+    pub fn input_note_off(&mut self, pitch: u8, timing: u32) {
+        let beat = self.block_start + timing as f64 * self.beats_per_sample;
+        self.report(MonitorEvent::Note {
+            beat,
+            pitch,
+            velocity: 0,
+            on: false,
+            input: true,
+        });
     }
 
     /// Runs one block and returns its note events, sorted by timing.
@@ -308,7 +342,14 @@ impl Scheduler {
         if !running {
             if self.expected_next.take().is_some() {
                 self.all_notes_off(0);
+                self.report(MonitorEvent::Resync);
             }
+            self.report(MonitorEvent::Playhead {
+                beat: pos,
+                tempo,
+                playing: false,
+                meter,
+            });
             // Ask for the bars under the (stopped) playhead so pressing play starts on time.
             self.apply_settings(controls, meter, grid, pos, pos);
             self.ensure_requests(grid, meter);
@@ -320,6 +361,7 @@ impl Scheduler {
             if (pos - expected).abs() > bps + 1e-9 {
                 self.stats.resyncs += 1;
                 self.all_notes_off(0);
+                self.report(MonitorEvent::Resync);
                 for slot in &mut self.slots {
                     slot.cursor = 0;
                 }
@@ -331,6 +373,12 @@ impl Scheduler {
             self.wait_for_bars(grid, meter, block_end);
         }
         self.emit(grid, pos, bps, block_len, controls.channel);
+        self.report(MonitorEvent::Playhead {
+            beat: block_end,
+            tempo,
+            playing: true,
+            meter,
+        });
         self.expected_next = Some(block_end);
         if host_pos.is_none() {
             self.free_beat = block_end;
@@ -440,6 +488,7 @@ impl Scheduler {
             _ => slot.notes = ready.notes,
         }
         slot.content_epoch = Some(ready.epoch);
+        let notes = slot.notes;
         // Notes before the point the playhead already passed are not played again.
         slot.cursor = match (resume_at, bar_start) {
             (Some(at), Some(start)) => slot
@@ -450,6 +499,13 @@ impl Scheduler {
                 .count(),
             _ => 0,
         };
+        if let Some(start_beat) = bar_start {
+            self.report(MonitorEvent::Bar {
+                bar_index: ready.bar_index,
+                start_beat,
+                notes,
+            });
+        }
     }
 
     /// Offline render only: block until the bars under this block carry current notes.
@@ -502,6 +558,13 @@ impl Scheduler {
                 }
                 self.sounding[key] = None;
                 self.push(at as u32, s.channel, OutKind::NoteOff { key: key as u8 });
+                self.report(MonitorEvent::Note {
+                    beat: s.end,
+                    pitch: key as u8,
+                    velocity: 0,
+                    on: false,
+                    input: false,
+                });
             } else {
                 let (slot_idx, note_idx, beat) = next_on.expect("checked");
                 if !self.note_on(slot_idx, note_idx, beat, &sample_of, last_sample, channel) {
@@ -546,6 +609,13 @@ impl Scheduler {
             end: beat + note.duration,
             channel,
         });
+        self.report(MonitorEvent::Note {
+            beat,
+            pitch: note.pitch,
+            velocity: note.velocity,
+            on: true,
+            input: false,
+        });
         true
     }
 
@@ -584,6 +654,14 @@ impl Scheduler {
         for key in 0..128 {
             if let Some(s) = self.sounding[key].take() {
                 self.push(timing, s.channel, OutKind::NoteOff { key: key as u8 });
+                let beat = self.block_start + timing as f64 * self.beats_per_sample;
+                self.report(MonitorEvent::Note {
+                    beat,
+                    pitch: key as u8,
+                    velocity: 0,
+                    on: false,
+                    input: false,
+                });
             }
         }
     }

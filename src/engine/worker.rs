@@ -86,6 +86,8 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wakes the thread; if the queue is full it is busy and sees the flag right after.
+        let _ = self.to_worker.try_send(ToWorker::Stop);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -130,6 +132,7 @@ fn run(
                 inputs.push_back(note);
                 input_version += 1;
             }
+            ToWorker::Stop => break,
             ToWorker::ClearInput => {
                 inputs.clear();
                 input_version += 1;

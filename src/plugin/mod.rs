@@ -5,35 +5,49 @@
 
 pub mod params;
 
+use crate::editor::EditorLink;
+use crate::engine::monitor::{self, MonitorEvent};
 use crate::engine::scheduler::BlockControls;
-use crate::engine::{BlockTransport, OutEvent, OutKind, Scheduler, Worker, WorkerStatus};
+use crate::engine::{
+    BlockTransport, EngineView, OutEvent, OutKind, Scheduler, Worker, WorkerStatus,
+};
 use crate::generator::loader::{self, ModelChoice};
+use crossbeam_channel::Sender;
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
 pub use params::MelodistParams;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 pub struct Melodist {
     params: Arc<MelodistParams>,
     worker: Option<Worker>,
     scheduler: Option<Scheduler>,
     offline: bool,
+    /// The audio thread's end of the monitor channel, and the UI's view of it.
+    monitor_tx: Sender<MonitorEvent>,
+    view: Arc<Mutex<EngineView>>,
     /// Last seen values of the two trigger parameters, for edge detection.
     new_idea_was_on: bool,
     panic_was_on: bool,
+    /// What the editor shares with the plugin: worker status, suggestions, its events.
+    pub editor_link: EditorLink,
 }
 
 impl Default for Melodist {
     fn default() -> Self {
+        let (monitor_tx, monitor_rx) = monitor::channel();
         Self {
             params: Arc::new(MelodistParams::default()),
             worker: None,
             scheduler: None,
             offline: false,
+            monitor_tx,
+            view: Arc::new(Mutex::new(EngineView::new(monitor_rx))),
             new_idea_was_on: false,
             panic_was_on: false,
+            editor_link: EditorLink::default(),
         }
     }
 }
@@ -42,6 +56,12 @@ impl Melodist {
     /// What the worker reports (model in use, fallback reason, latency), once activated.
     pub fn worker_status(&self) -> Option<Arc<WorkerStatus>> {
         self.worker.as_ref().map(|w| w.status.clone())
+    }
+
+    /// What played and what is about to play, for the editor and capture. Only UI threads
+    /// lock it; the audio thread feeds it through a lock-free channel.
+    pub fn engine_view(&self) -> Arc<Mutex<EngineView>> {
+        self.view.clone()
     }
 }
 
@@ -69,12 +89,16 @@ impl Plugin for Melodist {
     const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
     const SAMPLE_ACCURATE_AUTOMATION: bool = false;
 
-    type Editor = ();
+    type Editor = nice_plug_egui::EguiEditor<crate::editor::EditorApp>;
     type SysExMessage = ();
     type BackgroundTask = ();
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        crate::editor::create(self.params.clone(), self.view.clone(), &self.editor_link)
     }
 
     fn activate(
@@ -87,10 +111,14 @@ impl Plugin for Melodist {
         if self.worker.is_none() {
             let choice = ModelChoice::from_env();
             self.worker = Some(Worker::spawn(Box::new(move || loader::load(&choice))));
+            self.editor_link.set_worker_status(self.worker_status());
         }
         if self.scheduler.is_none() {
             let w = self.worker.as_ref().expect("just spawned");
             self.scheduler = Some(Scheduler::new(w.to_worker.clone(), w.from_worker.clone()));
+            if let Some(s) = self.scheduler.as_mut() {
+                s.set_monitor(self.monitor_tx.clone());
+            }
         }
         true
     }
@@ -148,17 +176,20 @@ impl Plugin for Melodist {
                 send(context, scheduler.events()[next]);
                 next += 1;
             }
-            if let NoteEvent::NoteOn {
-                key: Key::Number(key),
-                velocity,
-                ..
-            } = event
-            {
-                scheduler.input_note(
-                    key,
-                    (velocity * 127.0).round().clamp(1.0, 127.0) as u8,
-                    timing,
-                );
+            match event {
+                NoteEvent::NoteOn {
+                    key: Key::Number(key),
+                    velocity,
+                    ..
+                } => {
+                    let velocity = (velocity * 127.0).round().clamp(1.0, 127.0) as u8;
+                    scheduler.input_note(key, velocity, timing);
+                }
+                NoteEvent::NoteOff {
+                    key: Key::Number(key),
+                    ..
+                } => scheduler.input_note_off(key, timing),
+                _ => {}
             }
             if thru {
                 let _ = context.try_send_event(event);
