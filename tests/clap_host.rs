@@ -173,15 +173,68 @@ fn realtime_playback_plays_intended_notes_only() {
         }
         pos += BLOCK as f64 * bps;
     }
-    let settings = GenSettings { key: Key::new(PitchClass::A, Scale::Minor), low: 57, high: 81, seed: 99, ..Default::default() };
+    let settings = GenSettings {
+        key: Key::new(PitchClass::A, Scale::Minor),
+        low: 57,
+        high: 81,
+        seed: 99,
+        ..Default::default()
+    };
     let (expected, _, _) = generate_notes(&ModelChoice::Default, settings, Meter::new(4, 4), 8);
     assert!(!ons.is_empty(), "nothing played in real time");
     for (beat, key) in &ons {
         assert!(
-            expected.iter().any(|n| n.pitch == *key && beat - n.start > -1e-6 && beat - n.start <= bps + 1e-6),
+            expected
+                .iter()
+                .any(|n| n.pitch == *key && beat - n.start > -1e-6 && beat - n.start <= bps + 1e-6),
             "unintended note {key} at {beat}"
         );
     }
     s.block(Some(transport(pos, 120.0, false)), &[]);
     assert!(s.sounding.is_empty());
+}
+
+/// The session log is written off the audio thread: play with a style preset, stop, close
+/// the plugin, and the local history holds the session, its tempo and the preset's use.
+#[test]
+fn sessions_are_recorded_from_what_played() {
+    let data = common::isolate_user_data();
+    let mut s = Session::offline();
+    let preset_index = 3; // the third factory preset (1-based; 0 = Manual)
+    s.set_params(&[("preset", serde_json::json!({"i32": preset_index}))]);
+    let tempo = 133.0;
+    s.block(Some(transport(0.0, tempo, false)), &[]);
+    let mut pos = 0.0;
+    for _ in 0..250 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        s.block(Some(transport(pos, tempo, true)), &[]);
+        pos += BLOCK as f64 * tempo / 60.0 / SR;
+    }
+    s.block(Some(transport(pos, tempo, false)), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    s.deactivate();
+    drop(s);
+
+    let db = melodist::sessions::SessionDb::open(&data.join("sessions.sqlite3"))
+        .expect("history database");
+    let log = db.load_log().unwrap();
+    let ours: Vec<_> = log
+        .sessions
+        .iter()
+        .filter(|x| (x.context.tempo - tempo as f32).abs() < 0.01)
+        .collect();
+    assert_eq!(ours.len(), 1, "sessions: {:?}", log.sessions);
+    let preset_id = melodist::presets::PresetLibrary::factory().presets()
+        [preset_index as usize - 1]
+        .id
+        .clone();
+    assert!(
+        ours[0]
+            .events
+            .iter()
+            .any(|e| e.kind == melodist::sessions::EventKind::PresetUsed
+                && e.preset.as_deref() == Some(preset_id.as_str())),
+        "events: {:?}",
+        ours[0].events
+    );
 }

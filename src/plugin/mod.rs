@@ -3,6 +3,7 @@
 //! `process()` only reads parameters, runs the scheduler and forwards events; all music
 //! is made on the worker thread (see [`crate::engine`]).
 
+pub mod companion;
 pub mod params;
 
 use crate::editor::EditorLink;
@@ -12,6 +13,7 @@ use crate::engine::{
     BlockTransport, EngineView, OutEvent, OutKind, Scheduler, Worker, WorkerStatus,
 };
 use crate::generator::loader::{self, ModelChoice};
+use companion::{Companion, CompanionLinks};
 use crossbeam_channel::Sender;
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
@@ -33,6 +35,8 @@ pub struct Melodist {
     panic_was_on: bool,
     /// What the editor shares with the plugin: worker status, suggestions, its events.
     pub editor_link: EditorLink,
+    /// Session log and preset suggestions, on their own thread.
+    companion: Option<Companion>,
 }
 
 impl Default for Melodist {
@@ -48,6 +52,7 @@ impl Default for Melodist {
             new_idea_was_on: false,
             panic_was_on: false,
             editor_link: EditorLink::default(),
+            companion: None,
         }
     }
 }
@@ -112,6 +117,19 @@ impl Plugin for Melodist {
             let choice = ModelChoice::from_env();
             self.worker = Some(Worker::spawn(Box::new(move || loader::load(&choice))));
             self.editor_link.set_worker_status(self.worker_status());
+        }
+        if self.companion.is_none() {
+            let links = CompanionLinks {
+                params: self.params.clone(),
+                view: self.view.clone(),
+                worker: self.worker_status(),
+                actions: self.editor_link.actions.clone(),
+                suggestions: self.editor_link.suggestions.clone(),
+            };
+            let db_path = crate::sessions::default_db_path()
+                .inspect_err(|err| nice_log!("melodist: session history is off: {err:#}"))
+                .ok();
+            self.companion = Some(Companion::spawn(links, db_path));
         }
         if self.scheduler.is_none() {
             let w = self.worker.as_ref().expect("just spawned");

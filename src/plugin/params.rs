@@ -1,12 +1,14 @@
 //! The plugin's parameters. The `#[id]` strings are stable: hosts store automation and
 //! projects by them, so never rename one.
 
+use crate::editor::EditorSize;
 use crate::engine::Quantize;
 use crate::generator::{GenSettings, Mode};
 use crate::music::{Key, PitchClass, Scale};
+use crate::presets::PresetLibrary;
 use nice_plug::prelude::*;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Params)]
 pub struct MelodistParams {
@@ -60,14 +62,33 @@ pub struct MelodistParams {
     pub free_run_tempo: FloatParam,
     #[id = "bypass"]
     pub bypass: BoolParam,
+    /// Factory style preset for hosts without the editor: "Manual" plays the knobs; any
+    /// other value plays that preset's style (register, density, variation, gate, velocity,
+    /// humanize, mode, scale) over them. Key and seed always stay the producer's.
+    #[id = "preset"]
+    pub preset: IntParam,
     /// How many times "new idea" was pressed: part of the seed, saved with the project so
     /// the same idea plays back after reopening it.
     #[persist = "idea"]
     pub idea: Arc<AtomicU32>,
+    /// The editor window's size, so it reopens as the producer left it.
+    #[persist = "editor-state"]
+    pub editor_size: Arc<Mutex<EditorSize>>,
+    /// The factory presets the `preset` parameter indexes (1-based).
+    pub factory: Arc<PresetLibrary>,
 }
 
 impl Default for MelodistParams {
     fn default() -> Self {
+        let factory = Arc::new(PresetLibrary::factory());
+        let names = factory.clone();
+        let preset_name = move |v: i32| match v {
+            1.. => names
+                .presets()
+                .get(v as usize - 1)
+                .map_or_else(|| "?".to_string(), |p| p.name.clone()),
+            _ => "Manual".to_string(),
+        };
         let unit = |name: &str, default: f32| {
             FloatParam::new(name, default, FloatRange::Linear { min: 0.0, max: 1.0 })
                 .with_unit(" %")
@@ -126,14 +147,42 @@ impl Default for MelodistParams {
             .with_unit(" BPM")
             .with_step_size(0.1),
             bypass: BoolParam::new("Bypass", false).make_bypass(),
+            preset: IntParam::new(
+                "Style preset",
+                0,
+                IntRange::Linear {
+                    min: 0,
+                    max: factory.presets().len() as i32,
+                },
+            )
+            .with_value_to_string(Arc::new(preset_name)),
+            factory,
             idea: Arc::new(AtomicU32::new(0)),
+            editor_size: Arc::default(),
         }
     }
 }
 
 impl MelodistParams {
-    /// The generator settings the parameters describe right now.
+    /// The generator settings the parameters describe right now (the selected style preset
+    /// over the knobs). Allocation-free: called from `process()`.
     pub fn gen_settings(&self) -> GenSettings {
+        let mut settings = self.knob_settings();
+        if let Some(preset) = self.selected_preset() {
+            preset.apply_to(&mut settings);
+        }
+        settings
+    }
+
+    /// The factory preset picked with the "Style preset" parameter, if any.
+    pub fn selected_preset(&self) -> Option<&crate::presets::StylePreset> {
+        let v = self.preset.value();
+        (v >= 1)
+            .then(|| self.factory.presets().get(v as usize - 1))
+            .flatten()
+    }
+
+    fn knob_settings(&self) -> GenSettings {
         GenSettings {
             key: Key::new(self.root.value(), self.scale.value()),
             low: self.low.value().clamp(0, 127) as u8,
@@ -158,4 +207,43 @@ impl MelodistParams {
 /// `--seed 7` and the plugin's Seed 7 (before any new idea) play the same melody.
 pub fn effective_seed(seed: i32, idea: u32) -> u64 {
     seed.max(0) as u64 + ((idea as u64) << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn style_preset_overrides_the_style_knobs_but_not_key_or_seed() {
+        let params = MelodistParams::default();
+        let manual = params.gen_settings();
+        let reel = params.factory.get("reel-drive").expect("factory preset");
+        let index = params.factory.index_of("reel-drive").unwrap() as i32 + 1;
+        let normalized = params.preset.preview_normalized(index);
+        // SAFETY: the pointer comes from a live parameter; this is what a host's automation does.
+        unsafe {
+            params
+                .preset
+                .as_ptr()
+                ._internal_set_normalized_value(normalized)
+        };
+        let styled = params.gen_settings();
+        assert_eq!(
+            params.selected_preset().map(|p| p.id.as_str()),
+            Some("reel-drive")
+        );
+        assert_eq!(styled.key.tonic, manual.key.tonic);
+        assert_eq!(styled.seed, manual.seed);
+        assert_eq!(
+            (styled.low, styled.high, styled.density),
+            (reel.settings.low, reel.settings.high, reel.settings.density)
+        );
+    }
+
+    #[test]
+    fn seed_combines_parameter_and_new_idea_count() {
+        assert_eq!(effective_seed(7, 0), 7);
+        assert_ne!(effective_seed(7, 1), effective_seed(8, 0));
+        assert_eq!(effective_seed(-3, 0), 0);
+    }
 }

@@ -104,6 +104,7 @@ impl Session {
     }
 
     fn with_mode(mode: RenderMode) -> Self {
+        isolate_user_data();
         let entry = unsafe { PluginEntry::load(plugin_path()) }.expect("load the .clap");
         let host = HostInfo::new(
             "melodist-test",
@@ -136,9 +137,13 @@ impl Session {
             steady: 0,
             sounding: Default::default(),
         };
-        let render = s.instance.access_shared_handler(|h| *h.render.get().unwrap());
+        let render = s
+            .instance
+            .access_shared_handler(|h| *h.render.get().unwrap());
         let render = render.expect("plugin has the render extension");
-        render.set(&mut s.instance.plugin_handle(), mode).expect("set render mode");
+        render
+            .set(&mut s.instance.plugin_handle(), mode)
+            .expect("set render mode");
         s.activate();
         s
     }
@@ -321,4 +326,18 @@ pub fn transport(pos_beats: f64, tempo: f64, playing: bool) -> TransportEvent {
         time_signature_numerator: 4,
         time_signature_denominator: 4,
     }
+}
+
+/// The plugin keeps a session history under the user's data folder; tests use a private
+/// one instead. Set once, before any plugin exists, so no thread reads it concurrently.
+pub fn isolate_user_data() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // SAFETY: runs inside `OnceLock::get_or_init`, before any plugin (the only other
+        // reader of the environment here) is created.
+        unsafe { std::env::set_var("MELODIST_DATA_DIR", dir.path()) };
+        dir
+    })
+    .path()
 }
