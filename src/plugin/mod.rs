@@ -184,6 +184,8 @@ impl Plugin for Melodist {
         let n_generated = scheduler
             .process_block(&transport, &controls, block_len)
             .len();
+        let late_bars = &self.editor_link.late_bars;
+        late_bars.store(scheduler.stats.late_bars, Ordering::Relaxed);
 
         // Merge MIDI thru with the generated notes by time: hosts reject unordered output.
         let thru = params.midi_thru.value();
