@@ -1,0 +1,103 @@
+//! `melodist recommend`: rank the style presets for a context from the local history, with
+//! the reason for each.
+
+use crate::music::{Key, Meter, PitchClass, Scale};
+use crate::presets::{self, PresetLibrary};
+use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
+use crate::sessions::{LOCAL_PRODUCER, SessionDb};
+use anyhow::{Context as _, Result, bail};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Host tempo in BPM.
+    #[arg(long)]
+    pub tempo: Option<f32>,
+    /// Time signature, e.g. 4/4, 6/8.
+    #[arg(long)]
+    pub meter: Option<String>,
+    /// Tonic of the track: C, C#, Db, ... B.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Scale of the track (with --key): major, minor, dorian, ...
+    #[arg(long, default_value = "major")]
+    pub scale: String,
+    /// Notes per beat you are playing.
+    #[arg(long)]
+    pub density: Option<f32>,
+    /// Average MIDI pitch you are playing (60 = middle C).
+    #[arg(long)]
+    pub register: Option<f32>,
+    /// How many presets to list.
+    #[arg(long, short = 'k', default_value_t = 5)]
+    pub count: usize,
+    /// Whose history to use (imported logs may hold several producers).
+    #[arg(long, default_value = LOCAL_PRODUCER)]
+    pub producer: String,
+}
+
+/// The recommendation context described by the arguments.
+fn context(args: &Args) -> Result<Context> {
+    let meter = match &args.meter {
+        Some(m) => Some(
+            Meter::parse(m)
+                .with_context(|| format!("--meter {m:?} is not a time signature like 6/8"))?,
+        ),
+        None => None,
+    };
+    let key = match &args.key {
+        Some(k) => {
+            let tonic = PitchClass::parse(k)
+                .with_context(|| format!("--key {k:?} is not a note name like A or F#"))?;
+            let scale = Scale::parse(&args.scale)
+                .with_context(|| format!("--scale {:?} is not a known scale", args.scale))?;
+            Some(Key::new(tonic, scale))
+        }
+        None => None,
+    };
+    if let Some(t) = args.tempo.filter(|t| !(20.0..=400.0).contains(t)) {
+        bail!("--tempo {t} must be between 20 and 400 BPM");
+    }
+    Ok(Context {
+        producer: args.producer.clone(),
+        tempo: args.tempo,
+        meter,
+        key,
+        input_density: args.density,
+        input_register: args.register,
+        session: Vec::new(),
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let ctx = context(&args)?;
+    let (library, warnings) = PresetLibrary::load(&presets::user_dir()?);
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let db = SessionDb::open_default()?;
+    if let Some(note) = &db.recovered {
+        eprintln!("warning: {note}");
+    }
+    let log = db.load_log()?;
+    let mut hybrid = Hybrid::new(HybridWeights::TUNED);
+    hybrid.fit(&Dataset::new(&log, Catalogue::from_library(&library)));
+    if hybrid.weights_for(&ctx) == HybridWeights::COLD_START {
+        println!(
+            "No history for {:?} yet: ranking by how presets fit this context and overall popularity.\n",
+            ctx.producer
+        );
+    }
+    for (rank, rec) in hybrid.recommend(&ctx, args.count).iter().enumerate() {
+        let name = library
+            .get(&rec.preset_id)
+            .map_or(rec.preset_id.as_str(), |p| p.name.as_str());
+        println!(
+            "{:>2}. {name} ({})  score {:.2}\n    {}",
+            rank + 1,
+            rec.preset_id,
+            rec.score,
+            rec.explanation
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Offline evaluation: leave-last-out hit rate, NDCG and coverage, plus tuning the hybrid.
+//!
+//! Protocol: for each producer, the last session in which some preset worked is held out;
+//! everything before it (and every other producer's history) is training data, and
+//! sessions after it are dropped so the future never leaks into the past. The target is
+//! the preset with the highest net feedback in the held-out session, and the recommender
+//! sees only that session's starting context (tempo, meter, key, input), as in the plugin.
+//! - HR@k: share of cases whose target is in the top k.
+//! - NDCG@10: 1 / log2(rank + 1) of the target (rank from 1), 0 beyond 10.
+//! - coverage: share of the catalogue appearing in at least one top-10 list.
+//!
+//! Cold start holds out the first working session of every other producer, with none of
+//! their sessions in training.
+
+use super::data::{Catalogue, Context, Dataset};
+use super::{Hybrid, HybridWeights, Recommender, top_k};
+use crate::sessions::{Session, SessionLog};
+
+/// One held-out session.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub context: Context,
+    /// The preset id that worked best in the held-out session.
+    pub target: String,
+}
+
+/// Training history and held-out cases.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    pub train: SessionLog,
+    pub cases: Vec<Case>,
+}
+
+/// The preset with the highest net feedback, if anything worked in the session.
+fn target(session: &Session) -> Option<String> {
+    let best = session
+        .preset_scores()
+        .into_iter()
+        .filter(|(_, w)| *w > 0.0)
+        .fold(None, |best: Option<(&str, f32)>, c| match best {
+            Some(b) if b.1 >= c.1 => Some(b),
+            _ => Some(c),
+        });
+    best.map(|(id, _)| id.to_string())
+}
+
+/// Groups a canonically sorted log by producer.
+fn by_producer(log: &SessionLog) -> Vec<&[Session]> {
+    log.sessions
+        .chunk_by(|a, b| a.producer == b.producer)
+        .collect()
+}
+
+/// Leave-last-out; only producers with at least `min_history` sessions before the held-out
+/// one become cases (the others still train).
+pub fn leave_last_out(log: &SessionLog, min_history: usize) -> Split {
+    let mut split = Split::default();
+    for sessions in by_producer(log) {
+        let last = sessions.iter().rposition(|s| target(s).is_some());
+        match last {
+            Some(i) if i >= min_history => {
+                split.train.sessions.extend_from_slice(&sessions[..i]);
+                let s = &sessions[i];
+                let target = target(s).expect("held-out session has a target");
+                split.cases.push(Case {
+                    context: Context::from_session(&s.producer, &s.context),
+                    target,
+                });
+            }
+            _ => split.train.sessions.extend_from_slice(sessions),
+        }
+    }
+    split
+}
+
+/// Cold start: every second producer is held out entirely except for one test case.
+pub fn cold_start(log: &SessionLog) -> Split {
+    let mut split = Split::default();
+    for (p, sessions) in by_producer(log).into_iter().enumerate() {
+        if p % 2 == 0 {
+            split.train.sessions.extend_from_slice(sessions);
+        } else if let Some(s) = sessions.iter().find(|s| target(s).is_some()) {
+            let target = target(s).expect("found above");
+            split.cases.push(Case {
+                context: Context::from_session(&s.producer, &s.context),
+                target,
+            });
+        }
+    }
+    split
+}
+
+/// One recommender's numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub name: String,
+    pub cases: usize,
+    pub hr5: f64,
+    pub hr10: f64,
+    pub ndcg10: f64,
+    pub coverage: f64,
+}
+
+/// The training data for a split: held-out presets are in the catalogue even if unseen.
+fn dataset(split: &Split, catalogue: &Catalogue) -> Dataset {
+    let mut catalogue = catalogue.clone();
+    for case in &split.cases {
+        catalogue.ensure(&case.target);
+    }
+    Dataset::new(&split.train, catalogue)
+}
+
+/// Metrics of ranked lists (best first) against targets.
+fn metrics(name: &str, ranked: &[Vec<u16>], targets: &[u16], catalogue_len: usize) -> Metrics {
+    let mut m = Metrics {
+        name: name.to_string(),
+        cases: targets.len(),
+        hr5: 0.0,
+        hr10: 0.0,
+        ndcg10: 0.0,
+        coverage: 0.0,
+    };
+    let mut seen = vec![false; catalogue_len];
+    for (list, &t) in ranked.iter().zip(targets) {
+        for &i in list.iter().take(10) {
+            seen[i as usize] = true;
+        }
+        if let Some(rank) = list.iter().take(10).position(|&i| i == t) {
+            m.hr10 += 1.0;
+            m.hr5 += (rank < 5) as u8 as f64;
+            m.ndcg10 += 1.0 / ((rank + 2) as f64).log2();
+        }
+    }
+    let n = targets.len().max(1) as f64;
+    m.hr5 /= n;
+    m.hr10 /= n;
+    m.ndcg10 /= n;
+    m.coverage = seen.iter().filter(|s| **s).count() as f64 / catalogue_len.max(1) as f64;
+    m
+}
+
+/// Fits each recommender on the split's training data and scores the held-out cases.
+pub fn evaluate(
+    split: &Split,
+    catalogue: &Catalogue,
+    recommenders: &mut [Box<dyn Recommender>],
+) -> Vec<Metrics> {
+    let data = dataset(split, catalogue);
+    let targets: Vec<u16> = split
+        .cases
+        .iter()
+        .map(|c| data.catalogue.index_of(&c.target).expect("ensured"))
+        .collect();
+    recommenders
+        .iter_mut()
+        .map(|r| {
+            r.fit(&data);
+            let ranked: Vec<Vec<u16>> = split
+                .cases
+                .iter()
+                .map(|c| r.top_k(&c.context, 10))
+                .collect();
+            metrics(r.name(), &ranked, &targets, data.catalogue.len())
+        })
+        .collect()
+}
+
+/// Picks hybrid weights by grid search (each weight in {0, ¼, ½, 1}) on a leave-last-out
+/// split of `train` itself, so the held-out cases of the real evaluation are never seen.
+/// Maximises HR@10, then NDCG@10.
+pub fn tune_hybrid(train: &SessionLog, catalogue: &Catalogue) -> HybridWeights {
+    let inner = leave_last_out(train, 1);
+    if inner.cases.is_empty() {
+        return HybridWeights::TUNED;
+    }
+    let data = dataset(&inner, catalogue);
+    let mut hybrid = Hybrid::default();
+    hybrid.fit(&data);
+    let parts: Vec<_> = inner
+        .cases
+        .iter()
+        .map(|c| hybrid.parts(&c.context))
+        .collect();
+    let targets: Vec<u16> = inner
+        .cases
+        .iter()
+        .map(|c| data.catalogue.index_of(&c.target).expect("ensured"))
+        .collect();
+    let grid = [0.0, 0.25, 0.5, 1.0];
+    let mut best = (f64::MIN, f64::MIN, HybridWeights::TUNED);
+    for a in grid {
+        for b in grid {
+            for c in grid {
+                for d in grid {
+                    if a + b + c + d == 0.0 {
+                        continue;
+                    }
+                    let w = HybridWeights::from_array([a, b, c, d]);
+                    let ranked: Vec<Vec<u16>> = parts
+                        .iter()
+                        .map(|p| top_k(&Hybrid::blend(w, p), 10))
+                        .collect();
+                    let m = metrics("hybrid", &ranked, &targets, data.catalogue.len());
+                    if (m.hr10, m.ndcg10) > (best.0, best.1) {
+                        best = (m.hr10, m.ndcg10, w);
+                    }
+                }
+            }
+        }
+    }
+    best.2
+}
+
+/// A plain-text table, one row per recommender.
+pub fn table(title: &str, rows: &[Metrics]) -> String {
+    let mut out = format!("{title}\n");
+    out += &format!(
+        "  {:<13} {:>6} {:>7} {:>7} {:>8} {:>9}\n",
+        "recommender", "cases", "HR@5", "HR@10", "NDCG@10", "coverage"
+    );
+    for m in rows {
+        out += &format!(
+            "  {:<13} {:>6} {:>7.3} {:>7.3} {:>8.3} {:>9.3}\n",
+            m.name, m.cases, m.hr5, m.hr10, m.ndcg10, m.coverage
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_count_hits_and_ranks() {
+        let ranked = vec![vec![3, 1, 2], vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9], vec![5]];
+        let m = metrics("x", &ranked, &[3, 7, 4], 12);
+        assert!((m.hr10 - 2.0 / 3.0).abs() < 1e-9);
+        assert!((m.hr5 - 1.0 / 3.0).abs() < 1e-9);
+        let ndcg = (1.0 + 1.0 / 9f64.log2()) / 3.0;
+        assert!((m.ndcg10 - ndcg).abs() < 1e-9);
+        assert!((m.coverage - 10.0 / 12.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,246 @@
+//! What every recommender knows about the history: per-producer preset statistics,
+//! popularity and the sessions themselves, kept current by online updates. Explanations
+//! quote these numbers, so they are exact counts, not model internals.
+
+use super::data::{Catalogue, Context, Dataset, Feedback, SessionRow};
+use crate::music::Key;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A producer's record with one preset.
+#[derive(Debug, Clone, Default)]
+pub struct ItemStats {
+    /// Sessions where the preset worked (net feedback > 0) / did not (< 0).
+    pub good_sessions: u32,
+    pub bad_sessions: u32,
+    /// Sum of the sessions' net feedback, each clipped to [-2, 3] so one frantic session
+    /// cannot dominate.
+    pub weight: f32,
+    /// Tempo range of the good sessions.
+    pub tempo_lo: f32,
+    pub tempo_hi: f32,
+    /// Keys of the good sessions, with counts.
+    pub keys: Vec<(Key, u32)>,
+}
+
+/// How one online update changed a session: its positive presets before and after.
+#[derive(Debug, Clone)]
+pub struct SessionChange {
+    pub before: Vec<u16>,
+    pub after: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    pub catalogue: Arc<Catalogue>,
+    pub sessions: Vec<SessionRow>,
+    /// Per item: number of sessions (all producers) where it worked.
+    pub popularity: Vec<f32>,
+    /// Per producer: their statistics per preset.
+    pub history: Vec<HashMap<u16, ItemStats>>,
+    producer_index: HashMap<String, u32>,
+    /// The session each producer's online feedback currently goes to: (session id, row).
+    open: HashMap<u32, (i64, usize)>,
+}
+
+fn clip(w: f32) -> f32 {
+    w.clamp(-2.0, 3.0)
+}
+
+impl Evidence {
+    pub fn build(data: &Dataset) -> Evidence {
+        let mut ev = Evidence {
+            catalogue: data.catalogue.clone(),
+            sessions: data.sessions.clone(),
+            popularity: vec![0.0; data.catalogue.len()],
+            history: vec![HashMap::new(); data.producers.len()],
+            producer_index: data
+                .producers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), i as u32))
+                .collect(),
+            open: HashMap::new(),
+        };
+        for row in 0..ev.sessions.len() {
+            ev.apply(row, 1);
+        }
+        ev
+    }
+
+    /// Adds (`sign` = 1) or removes (-1) one session's contribution. Tempo ranges only grow:
+    /// they describe every session that was ever good.
+    fn apply(&mut self, row: usize, sign: i32) {
+        let SessionRow {
+            producer,
+            context,
+            ref items,
+        } = self.sessions[row];
+        let history = &mut self.history[producer as usize];
+        for &(item, w) in items {
+            let w = clip(w);
+            let stats = history.entry(item).or_default();
+            stats.weight += sign as f32 * w;
+            let bump = |n: &mut u32| *n = n.saturating_add_signed(sign);
+            if w > 0.0 {
+                bump(&mut stats.good_sessions);
+                self.popularity[item as usize] += sign as f32;
+                if sign > 0 {
+                    let first = stats.good_sessions == 1;
+                    stats.tempo_lo = if first {
+                        context.tempo
+                    } else {
+                        stats.tempo_lo.min(context.tempo)
+                    };
+                    stats.tempo_hi = if first {
+                        context.tempo
+                    } else {
+                        stats.tempo_hi.max(context.tempo)
+                    };
+                }
+                if let Some(key) = context.key {
+                    match stats.keys.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, n)) => bump(n),
+                        None if sign > 0 => stats.keys.push((key, 1)),
+                        None => {}
+                    }
+                }
+            } else if w < 0.0 {
+                bump(&mut stats.bad_sessions);
+            }
+        }
+    }
+
+    /// Records one feedback event in the producer's open session (a new session id opens a
+    /// new session). Returns how the session's positive presets changed, or `None` for a
+    /// preset outside the catalogue.
+    pub fn update(&mut self, fb: &Feedback) -> Option<SessionChange> {
+        if fb.preset as usize >= self.catalogue.len() {
+            return None;
+        }
+        let producer = match self.producer_index.get(&fb.producer) {
+            Some(&p) => p,
+            None => {
+                self.history.push(HashMap::new());
+                let p = self.history.len() as u32 - 1;
+                self.producer_index.insert(fb.producer.clone(), p);
+                p
+            }
+        };
+        let row = match self.open.get(&producer) {
+            Some(&(id, row)) if id == fb.session => row,
+            _ => {
+                self.sessions.push(SessionRow {
+                    producer,
+                    context: fb.context,
+                    items: Vec::new(),
+                });
+                self.open
+                    .insert(producer, (fb.session, self.sessions.len() - 1));
+                self.sessions.len() - 1
+            }
+        };
+        let before: Vec<u16> = self.sessions[row].positives().collect();
+        self.apply(row, -1);
+        let session = &mut self.sessions[row];
+        session.context = fb.context;
+        match session.items.iter_mut().find(|(i, _)| *i == fb.preset) {
+            Some((_, w)) => *w += fb.weight(),
+            None => session.items.push((fb.preset, fb.weight())),
+        }
+        self.apply(row, 1);
+        let after = self.sessions[row].positives().collect();
+        Some(SessionChange { before, after })
+    }
+
+    pub fn producer(&self, name: &str) -> Option<u32> {
+        self.producer_index.get(name).copied()
+    }
+
+    /// The producer's per-preset statistics (empty for a new producer).
+    pub fn history_of(&self, ctx: &Context) -> Option<&HashMap<u16, ItemStats>> {
+        self.producer(&ctx.producer)
+            .map(|p| &self.history[p as usize])
+    }
+
+    /// Cold start: nothing known about this producer and nothing tried yet this session.
+    pub fn is_cold(&self, ctx: &Context) -> bool {
+        ctx.session.is_empty()
+            && self
+                .history_of(ctx)
+                .is_none_or(|h| h.values().all(|s| s.good_sessions == 0))
+    }
+
+    /// What the producer likes, as positive weights per preset: their history plus (doubled)
+    /// what worked so far in this session.
+    pub fn profile(&self, ctx: &Context) -> Vec<(u16, f32)> {
+        let mut profile: Vec<(u16, f32)> = self
+            .history_of(ctx)
+            .map(|h| {
+                h.iter()
+                    .filter(|(_, s)| s.weight > 0.0)
+                    .map(|(&i, s)| (i, s.weight))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for &(item, w) in &ctx.session {
+            if w > 0.0 && (item as usize) < self.catalogue.len() {
+                match profile.iter_mut().find(|(i, _)| *i == item) {
+                    Some((_, p)) => *p += 2.0 * clip(w),
+                    None => profile.push((item, 2.0 * clip(w))),
+                }
+            }
+        }
+        profile.sort_unstable_by_key(|(i, _)| *i);
+        profile
+    }
+
+    /// "you kept phrases with Reel Drive in 4 sessions at 118–126 BPM, mostly in A minor",
+    /// or `None` when the producer never kept anything with it.
+    pub fn describe(&self, ctx: &Context, item: u16) -> Option<String> {
+        let stats = self
+            .history_of(ctx)?
+            .get(&item)
+            .filter(|s| s.good_sessions > 0)?;
+        let name = self.catalogue.name(item);
+        let n = stats.good_sessions;
+        let mut text = format!(
+            "you kept phrases with {name} in {n} session{}",
+            if n == 1 { "" } else { "s" }
+        );
+        text += &tempo_range(stats.tempo_lo, stats.tempo_hi);
+        if let Some((key, count)) = stats
+            .keys
+            .iter()
+            .filter(|(_, c)| *c > 0)
+            .max_by_key(|(_, c)| *c)
+        {
+            let mostly = if *count < n { "mostly " } else { "" };
+            text += &format!(", {mostly}in {}", key_name(*key));
+        }
+        Some(text)
+    }
+}
+
+/// "1 session", "4 sessions".
+pub fn sessions(n: f32) -> String {
+    if n == 1.0 {
+        "1 session".to_string()
+    } else {
+        format!("{n:.0} sessions")
+    }
+}
+
+/// " at 118–126 BPM" or " at 120 BPM".
+pub fn tempo_range(lo: f32, hi: f32) -> String {
+    if (hi - lo).abs() < 0.5 {
+        format!(" at {lo:.0} BPM")
+    } else {
+        format!(" at {lo:.0}–{hi:.0} BPM")
+    }
+}
+
+/// "A minor" rather than "A Natural minor".
+pub fn key_name(key: Key) -> String {
+    key.to_string().replace("Natural minor", "minor")
+}

@@ -1,0 +1,193 @@
+//! The hybrid: a weighted blend of item-CF, session-kNN, content and popularity, each
+//! min-max normalised to 0..=1 first so the weights mean what they say. The weights come
+//! from the offline evaluation ([`super::eval::tune_hybrid`]); with no history at all the
+//! collaborative parts have nothing to say, so cold start uses content + popularity only.
+
+use super::data::{Catalogue, Context, Dataset, Feedback};
+use super::{ContentBased, ItemCf, Popularity, Recommender, Scores, SessionKnn};
+
+/// Blend weights, in component order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HybridWeights {
+    pub item_cf: f32,
+    pub session_knn: f32,
+    pub content: f32,
+    pub popularity: f32,
+}
+
+impl HybridWeights {
+    /// Chosen by `melodist eval-recs` (grid search on a validation split of the default
+    /// simulator's producers with at least 20 sessions); re-run it to re-tune.
+    pub const TUNED: HybridWeights = HybridWeights {
+        item_cf: 1.0,
+        session_knn: 0.25,
+        content: 0.25,
+        popularity: 0.25,
+    };
+
+    /// Cold start: nothing collaborative to go on.
+    pub const COLD_START: HybridWeights = HybridWeights {
+        item_cf: 0.0,
+        session_knn: 0.0,
+        content: 0.6,
+        popularity: 0.4,
+    };
+
+    pub fn as_array(&self) -> [f32; 4] {
+        [
+            self.item_cf,
+            self.session_knn,
+            self.content,
+            self.popularity,
+        ]
+    }
+
+    pub fn from_array(w: [f32; 4]) -> HybridWeights {
+        HybridWeights {
+            item_cf: w[0],
+            session_knn: w[1],
+            content: w[2],
+            popularity: w[3],
+        }
+    }
+}
+
+impl Default for HybridWeights {
+    fn default() -> Self {
+        Self::TUNED
+    }
+}
+
+impl std::fmt::Display for HybridWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "item-cf {:.2}, session-knn {:.2}, content {:.2}, popularity {:.2}",
+            self.item_cf, self.session_knn, self.content, self.popularity
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Hybrid {
+    pub weights: HybridWeights,
+    item_cf: ItemCf,
+    session_knn: SessionKnn,
+    content: ContentBased,
+    popularity: Popularity,
+}
+
+impl Hybrid {
+    pub fn new(weights: HybridWeights) -> Hybrid {
+        Hybrid {
+            weights,
+            ..Hybrid::default()
+        }
+    }
+
+    fn components(&self) -> [&dyn Recommender; 4] {
+        [
+            &self.item_cf,
+            &self.session_knn,
+            &self.content,
+            &self.popularity,
+        ]
+    }
+
+    fn components_mut(&mut self) -> [&mut dyn Recommender; 4] {
+        [
+            &mut self.item_cf,
+            &mut self.session_knn,
+            &mut self.content,
+            &mut self.popularity,
+        ]
+    }
+
+    /// Each component's scores, min-max normalised, in [`HybridWeights`] order.
+    pub fn parts(&self, ctx: &Context) -> Vec<Scores> {
+        self.components()
+            .iter()
+            .map(|c| {
+                let mut s = c.score(ctx);
+                normalise(&mut s.values);
+                s
+            })
+            .collect()
+    }
+
+    /// The weights used for this context: [`HybridWeights::COLD_START`] without history.
+    pub fn weights_for(&self, ctx: &Context) -> HybridWeights {
+        if self.content.evidence().is_cold(ctx) {
+            HybridWeights::COLD_START
+        } else {
+            self.weights
+        }
+    }
+
+    /// The weighted sum of normalised parts.
+    pub fn blend(weights: HybridWeights, parts: &[Scores]) -> Vec<f32> {
+        let n = parts.first().map_or(0, |p| p.values.len());
+        let mut values = vec![0.0; n];
+        for (w, part) in weights.as_array().into_iter().zip(parts) {
+            if w != 0.0 {
+                for (v, p) in values.iter_mut().zip(&part.values) {
+                    *v += w * p;
+                }
+            }
+        }
+        values
+    }
+}
+
+fn normalise(values: &mut [f32]) {
+    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let range = hi - lo;
+    for v in values.iter_mut() {
+        *v = if range > 0.0 { (*v - lo) / range } else { 0.0 };
+    }
+}
+
+impl Recommender for Hybrid {
+    fn name(&self) -> &'static str {
+        "hybrid"
+    }
+
+    fn fit(&mut self, data: &Dataset) {
+        for c in self.components_mut() {
+            c.fit(data);
+        }
+    }
+
+    fn update(&mut self, feedback: &Feedback) {
+        for c in self.components_mut() {
+            c.update(feedback);
+        }
+    }
+
+    fn catalogue(&self) -> &Catalogue {
+        self.popularity.catalogue()
+    }
+
+    fn score(&self, ctx: &Context) -> Scores {
+        let parts = self.parts(ctx);
+        let values = Hybrid::blend(self.weights_for(ctx), &parts);
+        Scores {
+            values,
+            neighbours: Vec::new(),
+            parts,
+        }
+    }
+
+    /// The explanation of the component that contributed most to this preset's score.
+    fn reason(&self, ctx: &Context, scores: &Scores, item: u16) -> String {
+        let weights = self.weights_for(ctx).as_array();
+        let best = (0..scores.parts.len())
+            .max_by(|&a, &b| {
+                let c = |k: usize| weights[k] * scores.parts[k].values[item as usize];
+                c(a).total_cmp(&c(b)).then(b.cmp(&a))
+            })
+            .unwrap_or(2);
+        self.components()[best].reason(ctx, &scores.parts[best], item)
+    }
+}

@@ -1,0 +1,370 @@
+//! The session store: one SQLite file, shared by every Melodist instance on the machine.
+//!
+//! Why these settings:
+//! - WAL journal: readers never block the writer, and several plugin instances in several
+//!   processes can append at once (SQLite serialises writers with file locks).
+//! - `busy_timeout`: a writer waits for another process's write instead of failing.
+//! - every event is its own transaction, so a crash loses at most the event being written;
+//!   WAL + `synchronous=NORMAL` never corrupts the file on a process crash.
+//! - the schema version lives in `PRAGMA user_version`; [`MIGRATIONS`] brings any older file
+//!   up to date, inside an immediate transaction so two processes cannot migrate twice.
+//! - a file that is not a database, or fails `quick_check`, is renamed
+//!   `<name>.corrupt-<unix seconds>` and a fresh one is started: history is lost but kept
+//!   for inspection, and the plugin keeps working.
+
+use super::{Event, EventKind, Session, SessionContext, SessionLog};
+use crate::music::Meter;
+use anyhow::{Context as _, Result};
+use rusqlite::{Connection, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`. Append only.
+pub const MIGRATIONS: &[&str] = &[
+    // v1: sessions and their events.
+    "CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        producer TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        tempo REAL NOT NULL,
+        meter TEXT NOT NULL,
+        key TEXT
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        t_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        preset TEXT,
+        seconds REAL
+    );",
+    // v2: what the producer played, for content-based matching; faster per-session reads.
+    "ALTER TABLE sessions ADD COLUMN input_density REAL;
+    ALTER TABLE sessions ADD COLUMN input_register REAL;
+    CREATE INDEX events_by_session ON events(session_id);",
+];
+
+/// How long a writer waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open session database.
+pub struct SessionDb {
+    conn: Connection,
+    path: PathBuf,
+    /// Set when the file was corrupt and has been moved aside: say so to the producer.
+    pub recovered: Option<String>,
+}
+
+impl SessionDb {
+    /// Opens (or creates) the database at the default location.
+    pub fn open_default() -> Result<SessionDb> {
+        SessionDb::open(&super::default_db_path()?)
+    }
+
+    /// Opens or creates `path`, migrating it to the current schema. A corrupt file is moved
+    /// aside and replaced (see the module docs); [`SessionDb::recovered`] then says so.
+    pub fn open(path: &Path) -> Result<SessionDb> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data folder {}", dir.display()))?;
+        }
+        match Self::open_checked(path) {
+            Ok(db) => Ok(db),
+            Err(err) if is_corruption(&err) => {
+                let aside = move_aside(path)?;
+                let mut db = Self::open_checked(path).with_context(|| {
+                    format!(
+                        "cannot start a fresh session database at {}",
+                        path.display()
+                    )
+                })?;
+                db.recovered = Some(format!(
+                    "the session database {} was damaged ({err}); it was moved to {} and a new, empty history was started",
+                    path.display(),
+                    aside.display()
+                ));
+                Ok(db)
+            }
+            Err(err) => {
+                Err(err).with_context(|| format!("cannot open session database {}", path.display()))
+            }
+        }
+    }
+
+    fn open_checked(path: &Path) -> rusqlite::Result<SessionDb> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+        if check != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("quick_check: {check}")),
+            ));
+        }
+        migrate(&mut conn)?;
+        Ok(SessionDb {
+            conn,
+            path: path.to_path_buf(),
+            recovered: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Records a new session and returns its id.
+    pub fn start_session(
+        &self,
+        producer: &str,
+        started_at_ms: i64,
+        ctx: &SessionContext,
+    ) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO sessions (producer, started_at, tempo, meter, key, input_density, input_register)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    producer,
+                    started_at_ms,
+                    ctx.tempo,
+                    ctx.meter.to_string(),
+                    ctx.key.map(|k| k.to_string()),
+                    ctx.input_density,
+                    ctx.input_register
+                ],
+            )
+            .context("cannot record session start")?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Updates what is known about a running session (detected key, input statistics).
+    pub fn update_context(&self, session: i64, ctx: &SessionContext) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE sessions SET tempo = ?2, meter = ?3, key = ?4, input_density = ?5, input_register = ?6 WHERE id = ?1",
+                params![
+                    session,
+                    ctx.tempo,
+                    ctx.meter.to_string(),
+                    ctx.key.map(|k| k.to_string()),
+                    ctx.input_density,
+                    ctx.input_register
+                ],
+            )
+            .context("cannot update session")?;
+        Ok(())
+    }
+
+    pub fn end_session(&self, session: i64, ended_at_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE sessions SET ended_at = ?2 WHERE id = ?1",
+                params![session, ended_at_ms],
+            )
+            .context("cannot record session end")?;
+        Ok(())
+    }
+
+    /// Appends one event (one transaction: durable once this returns).
+    pub fn add_event(&self, session: i64, event: &Event) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO events (session_id, t_ms, kind, preset, seconds) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![session, event.t_ms, event.kind.as_str(), event.preset, event.seconds],
+            )
+            .context("cannot record event")?;
+        Ok(())
+    }
+
+    /// (sessions, events) stored.
+    pub fn counts(&self) -> Result<(usize, usize)> {
+        let count = |table: &str| -> Result<usize> {
+            Ok(self
+                .conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })? as usize)
+        };
+        Ok((count("sessions")?, count("events")?))
+    }
+
+    /// The whole history, in [`SessionLog`] order. Rows with unreadable values (written by a
+    /// future version, say) are skipped rather than failing the whole read.
+    pub fn load_log(&self) -> Result<SessionLog> {
+        let mut log = SessionLog::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT id, producer, started_at, ended_at, tempo, meter, key, input_density, input_register
+             FROM sessions ORDER BY producer, started_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, f64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<f64>>(7)?,
+                r.get::<_, Option<f64>>(8)?,
+            ))
+        })?;
+        let mut index = std::collections::HashMap::new();
+        for row in rows {
+            let (id, producer, started, ended, tempo, meter, key, density, register) = row?;
+            let context = SessionContext {
+                tempo: tempo as f32,
+                meter: Meter::parse(&meter).unwrap_or_default(),
+                key: key.as_deref().and_then(super::parse_key),
+                input_density: density.map(|d| d as f32),
+                input_register: register.map(|r| r as f32),
+            };
+            index.insert(id, log.sessions.len());
+            log.sessions.push(Session {
+                producer,
+                session: id,
+                started_at_ms: started,
+                ended_at_ms: ended,
+                context,
+                events: Vec::new(),
+            });
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT session_id, t_ms, kind, preset, seconds FROM events ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<f64>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (session, t_ms, kind, preset, seconds) = row?;
+            let (Some(&i), Some(kind)) = (index.get(&session), EventKind::parse(&kind)) else {
+                continue;
+            };
+            log.sessions[i].events.push(Event {
+                t_ms,
+                kind,
+                preset,
+                seconds: seconds.map(|s| s as f32),
+            });
+        }
+        Ok(log)
+    }
+
+    /// Adds every session of `log` (with new ids) in one transaction; returns how many.
+    pub fn import_log(&mut self, log: &SessionLog) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for s in &log.sessions {
+            tx.execute(
+                "INSERT INTO sessions (producer, started_at, ended_at, tempo, meter, key, input_density, input_register)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.producer,
+                    s.started_at_ms,
+                    s.ended_at_ms,
+                    s.context.tempo,
+                    s.context.meter.to_string(),
+                    s.context.key.map(|k| k.to_string()),
+                    s.context.input_density,
+                    s.context.input_register
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            for e in &s.events {
+                tx.execute(
+                    "INSERT INTO events (session_id, t_ms, kind, preset, seconds) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, e.t_ms, e.kind.as_str(), e.preset, e.seconds],
+                )?;
+            }
+        }
+        tx.commit().context("cannot import sessions")?;
+        Ok(log.sessions.len())
+    }
+
+    /// Deletes all history and compacts the file so nothing remains on disk. Returns the
+    /// number of sessions removed.
+    pub fn forget(&mut self) -> Result<usize> {
+        let (sessions, _) = self.counts()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("DELETE FROM events; DELETE FROM sessions;")?;
+        tx.commit().context("cannot delete history")?;
+        // VACUUM rewrites the file without the deleted pages; the checkpoint empties the WAL.
+        self.conn.execute_batch("VACUUM;")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(sessions)
+    }
+
+    /// Full `integrity_check`: "ok" on a healthy file.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+/// Brings the schema up to [`MIGRATIONS`]`.len()`.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0));
+    if current(conn)? as usize >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    // Immediate: take the write lock first, then re-read the version another process may
+    // have just bumped.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = current(&tx)? as usize;
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as u32 + 1)?;
+    }
+    tx.commit()
+}
+
+fn is_corruption(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames the database and its WAL / shared-memory files to `*.corrupt-<unix seconds>`.
+fn move_aside(path: &Path) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let renamed = |p: &Path| PathBuf::from(format!("{}.corrupt-{stamp}", p.display()));
+    let aside = renamed(path);
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("cannot move damaged {} aside", path.display()))?;
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", path.display()));
+        if side.exists() {
+            // Best effort: a stale WAL next to a fresh file would be replayed into it.
+            if std::fs::rename(&side, renamed(&side)).is_err() {
+                let _ = std::fs::remove_file(&side);
+            }
+        }
+    }
+    Ok(aside)
+}
