@@ -23,6 +23,10 @@ enum Command {
     TrainMarkov(cli::train_markov::Args),
     /// Train or fine-tune the neural melody model from folders of MIDI files.
     Train(cli::train::Args),
+    /// Bits per note of a model (neural or Markov) over folders of MIDI files.
+    Eval(cli::eval::Args),
+    /// Generate many phrases and compare their statistics with a corpus.
+    Stats(cli::stats::Args),
     /// Rank the style presets for a context, with reasons, from your session history.
     Recommend(cli::recommend::Args),
     /// Export, import or forget your local session history.
@@ -38,6 +42,8 @@ fn main() {
         Command::Generate(args) => cli::generate::run(args),
         Command::TrainMarkov(args) => cli::train_markov::run(args),
         Command::Train(args) => cli::train::run(args),
+        Command::Eval(args) => cli::eval::run(args),
+        Command::Stats(args) => cli::stats::run(args),
         Command::Recommend(args) => cli::recommend::run(args),
         Command::Sessions(args) => cli::sessions::run(args),
         Command::EvalRecs(args) => cli::eval_recs::run(args),

@@ -180,14 +180,7 @@ fn plays_the_generated_notes_on_the_grid_then_stops_cleanly() {
         ..Default::default()
     };
     let mut h = Harness::new();
-    let end = h.play(
-        0.0,
-        8 * 48_000 * 2 / 512 / 1,
-        512,
-        120.0,
-        48_000.0,
-        &offline(s),
-    ); // 8 bars at 120 BPM
+    let end = h.play(0.0, 8 * 48_000 * 2 / 512, 512, 120.0, 48_000.0, &offline(s)); // 8 bars at 120 BPM
     let expected: Vec<Heard> = intended(s, Meter::new(4, 4), 0..9)
         .into_iter()
         .filter(|n| n.beat < end - 1e-9)

@@ -58,9 +58,12 @@ pub struct Args {
 
 impl Args {
     pub fn settings(&self) -> Result<(GenSettings, Meter)> {
-        let tonic = PitchClass::parse(&self.key).with_context(|| format!("unknown key '{}'", self.key))?;
-        let scale = Scale::parse(&self.scale).with_context(|| format!("unknown scale '{}'", self.scale))?;
-        let meter = Meter::parse(&self.meter).with_context(|| format!("bad meter '{}' (use e.g. 4/4, 6/8)", self.meter))?;
+        let tonic =
+            PitchClass::parse(&self.key).with_context(|| format!("unknown key '{}'", self.key))?;
+        let scale =
+            Scale::parse(&self.scale).with_context(|| format!("unknown scale '{}'", self.scale))?;
+        let meter = Meter::parse(&self.meter)
+            .with_context(|| format!("bad meter '{}' (use e.g. 4/4, 6/8)", self.meter))?;
         if !(1..=16).contains(&self.channel) {
             bail!("channel must be 1-16");
         }
@@ -82,13 +85,27 @@ impl Args {
 }
 
 /// Generates `bars` bars as absolute-time notes (quarter notes from the start).
-pub fn generate_notes(choice: &ModelChoice, settings: GenSettings, meter: Meter, bars: usize) -> (Vec<MelodyNote>, String, Option<String>) {
+pub fn generate_notes(
+    choice: &ModelChoice,
+    settings: GenSettings,
+    meter: Meter,
+    bars: usize,
+) -> (Vec<MelodyNote>, String, Option<String>) {
     let (mut generator, fallback) = loader::load(choice);
     let bar_len = meter.beats_per_bar();
     let mut notes = Vec::new();
     for phrase_index in 0..bars.div_ceil(PHRASE_BARS) {
-        let request = PhraseRequest { settings, meter, phrase_index: phrase_index as i64, bars: PHRASE_BARS, context: &[] };
-        for (i, bar) in render_phrase(generator.as_mut(), &request).into_iter().enumerate() {
+        let request = PhraseRequest {
+            settings,
+            meter,
+            phrase_index: phrase_index as i64,
+            bars: PHRASE_BARS,
+            context: &[],
+        };
+        for (i, bar) in render_phrase(generator.as_mut(), &request)
+            .into_iter()
+            .enumerate()
+        {
             let bar_index = phrase_index * PHRASE_BARS + i;
             if bar_index >= bars {
                 break;
@@ -109,12 +126,21 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--bars must be 1..=10000");
     }
     let (settings, meter) = args.settings()?;
-    let (notes, model, fallback) = generate_notes(&ModelChoice::parse(&args.model), settings, meter, args.bars);
+    let (notes, model, fallback) =
+        generate_notes(&ModelChoice::parse(&args.model), settings, meter, args.bars);
     if let Some(why) = fallback {
         eprintln!("warning: {why}");
     }
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);
-    write_melody(&args.out, &title, &notes, args.tempo, meter, Some(settings.key), args.channel - 1)?;
+    write_melody(
+        &args.out,
+        &title,
+        &notes,
+        args.tempo,
+        meter,
+        Some(settings.key),
+        args.channel - 1,
+    )?;
     println!(
         "wrote {} notes, {} bars of {} at {} BPM in {} ({model} model) to {}",
         notes.len(),

@@ -11,20 +11,38 @@ use crate::music::{BeatNote, Meter};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Room for several seconds of events between two editor frames.
-pub const MONITOR_CAPACITY: usize = 4096;
+/// Room for about ten seconds of events between two drains (the companion drains every
+/// 100 ms). The queue is preallocated: ~1 MB, because a `Bar` event carries a whole bar.
+pub const MONITOR_CAPACITY: usize = 1024;
 /// Played notes remembered for capture (a few minutes of a busy melody).
 const HISTORY_NOTES: usize = 4096;
 
+// `Bar` is large on purpose: events are fixed-size so the audio thread never allocates.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 pub enum MonitorEvent {
     /// A note started or ended, at a beat on the host timeline. `input` marks the
     /// producer's own notes (as opposed to generated ones).
-    Note { beat: f64, pitch: u8, velocity: u8, on: bool, input: bool },
+    Note {
+        beat: f64,
+        pitch: u8,
+        velocity: u8,
+        on: bool,
+        input: bool,
+    },
     /// Once per block: where the playhead is.
-    Playhead { beat: f64, tempo: f64, playing: bool, meter: Meter },
+    Playhead {
+        beat: f64,
+        tempo: f64,
+        playing: bool,
+        meter: Meter,
+    },
     /// A bar's notes are ready: what is about to play.
-    Bar { bar_index: i64, start_beat: f64, notes: BarNotes },
+    Bar {
+        bar_index: i64,
+        start_beat: f64,
+        notes: BarNotes,
+    },
     /// The timeline jumped (loop wrap, seek, stop).
     Resync,
 }
@@ -79,27 +97,61 @@ impl EngineView {
 
     fn apply(&mut self, ev: MonitorEvent) {
         match ev {
-            MonitorEvent::Note { beat, pitch, velocity, on: true, input } => {
+            MonitorEvent::Note {
+                beat,
+                pitch,
+                velocity,
+                on: true,
+                input,
+            } => {
                 if self.played.len() == HISTORY_NOTES {
                     self.played.pop_front();
                 }
-                self.played.push_back(PlayedNote { start: beat, end: None, pitch, velocity, input });
+                self.played.push_back(PlayedNote {
+                    start: beat,
+                    end: None,
+                    pitch,
+                    velocity,
+                    input,
+                });
             }
-            MonitorEvent::Note { beat, pitch, on: false, input, .. } => {
-                if let Some(n) = self.played.iter_mut().rev().find(|n| n.pitch == pitch && n.input == input && n.end.is_none()) {
+            MonitorEvent::Note {
+                beat,
+                pitch,
+                on: false,
+                input,
+                ..
+            } => {
+                if let Some(n) = self
+                    .played
+                    .iter_mut()
+                    .rev()
+                    .find(|n| n.pitch == pitch && n.input == input && n.end.is_none())
+                {
                     n.end = Some(beat.max(n.start));
                 }
             }
-            MonitorEvent::Playhead { beat, tempo, playing, meter } => {
+            MonitorEvent::Playhead {
+                beat,
+                tempo,
+                playing,
+                meter,
+            } => {
                 self.playhead = beat;
                 self.tempo = tempo;
                 self.playing = playing;
                 self.meter = meter;
                 let bar_len = meter.beats_per_bar();
-                self.upcoming.retain(|_, (start, _)| *start + bar_len > beat);
+                self.upcoming
+                    .retain(|_, (start, _)| *start + bar_len > beat);
             }
-            MonitorEvent::Bar { bar_index, start_beat, notes } => {
-                self.upcoming.insert(bar_index, (start_beat, notes.as_slice().to_vec()));
+            MonitorEvent::Bar {
+                bar_index,
+                start_beat,
+                notes,
+            } => {
+                self.upcoming
+                    .insert(bar_index, (start_beat, notes.as_slice().to_vec()));
             }
             MonitorEvent::Resync => {
                 self.upcoming.clear();
@@ -120,10 +172,23 @@ impl EngineView {
         let window_start = window_start.min(window_end);
         let mut generated = Vec::new();
         let mut input = Vec::new();
-        for n in self.played.iter().filter(|n| n.start >= window_start - 1e-9 && n.start < window_end) {
+        for n in self
+            .played
+            .iter()
+            .filter(|n| n.start >= window_start - 1e-9 && n.start < window_end)
+        {
             let end = n.end.unwrap_or(window_end).min(window_end);
-            let note = MelodyNote { start: n.start - window_start, duration: (end - n.start).max(1.0 / 64.0), pitch: n.pitch, velocity: n.velocity };
-            if n.input { input.push(note) } else { generated.push(note) }
+            let note = MelodyNote {
+                start: n.start - window_start,
+                duration: (end - n.start).max(1.0 / 64.0),
+                pitch: n.pitch,
+                velocity: n.velocity,
+            };
+            if n.input {
+                input.push(note)
+            } else {
+                generated.push(note)
+            }
         }
         (generated, input)
     }
@@ -137,7 +202,13 @@ mod tests {
     fn capture_takes_the_last_bars_relative_to_their_start() {
         let (tx, rx) = channel();
         let mut view = EngineView::new(rx);
-        let note = |beat, pitch, on, input| MonitorEvent::Note { beat, pitch, velocity: 90, on, input };
+        let note = |beat, pitch, on, input| MonitorEvent::Note {
+            beat,
+            pitch,
+            velocity: 90,
+            on,
+            input,
+        };
         for ev in [
             note(0.0, 60, true, false),
             note(1.0, 60, false, false),
@@ -146,14 +217,25 @@ mod tests {
             note(9.0, 62, false, false),
             note(9.5, 50, false, true),
             note(11.0, 64, true, false),
-            MonitorEvent::Playhead { beat: 11.5, tempo: 120.0, playing: true, meter: Meter::new(4, 4) },
+            MonitorEvent::Playhead {
+                beat: 11.5,
+                tempo: 120.0,
+                playing: true,
+                meter: Meter::new(4, 4),
+            },
         ] {
             tx.send(ev).unwrap();
         }
         view.update();
         let (generated, input) = view.capture(1);
         // The last bar started at beat 8.
-        assert_eq!(generated.iter().map(|n| (n.start, n.pitch)).collect::<Vec<_>>(), vec![(0.0, 62), (3.0, 64)]);
+        assert_eq!(
+            generated
+                .iter()
+                .map(|n| (n.start, n.pitch))
+                .collect::<Vec<_>>(),
+            vec![(0.0, 62), (3.0, 64)]
+        );
         assert_eq!(generated[1].duration, 0.5); // still sounding: cut at the playhead
         assert_eq!(input.len(), 1);
         assert_eq!((input[0].start, input[0].duration), (0.5, 1.0));

@@ -279,10 +279,9 @@ impl Scheduler {
                 beat,
             }))
             .is_ok()
+            && let Some(s) = self.settings
         {
-            if let Some(s) = self.settings {
-                self.input_dirty |= s.mode == Mode::Continue || s.follow_input;
-            }
+            self.input_dirty |= s.mode == Mode::Continue || s.follow_input;
         }
     }
 
@@ -357,14 +356,14 @@ impl Scheduler {
         }
 
         let block_end = pos + block_len as f64 * bps;
-        if let Some(expected) = self.expected_next {
-            if (pos - expected).abs() > bps + 1e-9 {
-                self.stats.resyncs += 1;
-                self.all_notes_off(0);
-                self.report(MonitorEvent::Resync);
-                for slot in &mut self.slots {
-                    slot.cursor = 0;
-                }
+        if let Some(expected) = self.expected_next
+            && (pos - expected).abs() > bps + 1e-9
+        {
+            self.stats.resyncs += 1;
+            self.all_notes_off(0);
+            self.report(MonitorEvent::Resync);
+            for slot in &mut self.slots {
+                slot.cursor = 0;
             }
         }
         self.apply_settings(controls, meter, grid, pos, block_end);
@@ -682,14 +681,16 @@ impl Scheduler {
 /// position, otherwise bars counted from beat 0 in the current meter.
 fn bar_grid(t: &BlockTransport, host_pos: Option<f64>, pos: f64, meter: Meter) -> BarGrid {
     let length = meter.beats_per_bar();
-    if let (Some(p), Some(start), Some(number)) = (host_pos, t.bar_start_beats, t.bar_number) {
-        if start.is_finite() && start <= p + 1e-9 && p - start < length + 1e-9 {
-            return BarGrid {
-                bar: number,
-                start,
-                length,
-            };
-        }
+    if let (Some(p), Some(start), Some(number)) = (host_pos, t.bar_start_beats, t.bar_number)
+        && start.is_finite()
+        && start <= p + 1e-9
+        && p - start < length + 1e-9
+    {
+        return BarGrid {
+            bar: number,
+            start,
+            length,
+        };
     }
     let bar = (pos / length + 1e-9).floor();
     BarGrid {

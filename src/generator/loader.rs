@@ -1,12 +1,17 @@
 //! Finds the generator to use: a model the producer points to, else the models shipped
-//! inside the binary. Never fails: a broken model file means a fallback and a reason.
+//! inside the binary (the neural model first, the Markov baseline as its fallback).
+//! Never fails: a missing or broken model means a fallback and a reason.
 
 use super::Generator;
 use super::markov::{MarkovGenerator, MarkovModel};
+use super::neural::NeuralGenerator;
 use std::path::{Path, PathBuf};
 
 /// The shipped Markov model, embedded so the plugin bundle is self-contained.
 pub const EMBEDDED_MARKOV: &[u8] = include_bytes!("../../models/markov.bin");
+/// The shipped neural model (config + weights), embedded for the same reason.
+pub const EMBEDDED_NEURAL_CONFIG: &[u8] = include_bytes!("../../models/neural/config.json");
+pub const EMBEDDED_NEURAL_WEIGHTS: &[u8] = include_bytes!("../../models/neural/model.safetensors");
 
 /// Environment variable naming a model to use instead of the shipped one: a Markov
 /// `.bin` file or a neural model folder.
@@ -15,7 +20,7 @@ pub const MODEL_ENV: &str = "MELODIST_MODEL";
 /// Which model the producer asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelChoice {
-    /// The best shipped model.
+    /// The best shipped model: the neural one.
     Default,
     /// The shipped Markov baseline.
     Markov,
@@ -35,27 +40,43 @@ impl ModelChoice {
 
     /// `MELODIST_MODEL` if set, else the default.
     pub fn from_env() -> Self {
-        std::env::var(MODEL_ENV).map(|v| Self::parse(&v)).unwrap_or(Self::Default)
+        std::env::var(MODEL_ENV)
+            .map(|v| Self::parse(&v))
+            .unwrap_or(Self::Default)
     }
 }
 
 /// Loads the chosen generator. The second value says why a fallback was used, if one was.
 pub fn load(choice: &ModelChoice) -> (Box<dyn Generator>, Option<String>) {
     match choice {
-        ModelChoice::Default | ModelChoice::Markov => (embedded_markov(), None),
+        ModelChoice::Markov => (embedded_markov(), None),
+        ModelChoice::Default => {
+            match NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS) {
+                Ok(g) => (Box::new(g), None),
+                Err(err) => fallback(format!("the shipped neural model is unusable: {err:#}")),
+            }
+        }
         ModelChoice::Path(path) => match load_path(path) {
             Ok(g) => (g, None),
-            Err(err) => {
-                let reason = format!("could not load model {}: {err:#}; using the shipped Markov model", path.display());
-                nice_plug::nice_log!("{reason}");
-                (embedded_markov(), Some(reason))
-            }
+            Err(err) => fallback(format!("could not load model {}: {err:#}", path.display())),
         },
     }
 }
 
+/// The Markov model, with the reason it is used instead of the model asked for.
+fn fallback(why: String) -> (Box<dyn Generator>, Option<String>) {
+    let reason = format!("{why}; using the shipped Markov model");
+    nice_plug::nice_log!("melodist: {reason}");
+    (embedded_markov(), Some(reason))
+}
+
+/// A folder is a neural model (`config.json` + `model.safetensors`); a file a Markov model.
 fn load_path(path: &Path) -> anyhow::Result<Box<dyn Generator>> {
-    Ok(Box::new(MarkovGenerator::new(MarkovModel::load(path)?)))
+    if path.is_dir() {
+        Ok(Box::new(NeuralGenerator::load(path)?))
+    } else {
+        Ok(Box::new(MarkovGenerator::new(MarkovModel::load(path)?)))
+    }
 }
 
 /// The shipped Markov model. Its bytes are checked at test time; should they ever be
@@ -72,7 +93,18 @@ mod tests {
     #[test]
     fn shipped_markov_model_is_valid_and_trained() {
         let m = MarkovModel::from_bytes(EMBEDDED_MARKOV).expect("models/markov.bin must load");
-        assert!(m.trained_melodies > 100, "only {} melodies", m.trained_melodies);
+        assert!(
+            m.trained_melodies > 100,
+            "only {} melodies",
+            m.trained_melodies
+        );
+    }
+
+    #[test]
+    fn default_is_the_shipped_neural_model() {
+        let (g, why) = load(&ModelChoice::Default);
+        assert_eq!(why, None);
+        assert_ne!(g.name(), "markov");
     }
 
     #[test]

@@ -75,9 +75,9 @@ fn strength(pos: u32, meter: Meter) -> u8 {
     let pulse = (meter.pulse() * TPQ as f64).round() as u32;
     if pos == 0 {
         0
-    } else if pulse > 0 && pos % pulse == 0 {
+    } else if pulse > 0 && pos.is_multiple_of(pulse) {
         1
-    } else if pos % (TPQ / 2) == 0 {
+    } else if pos.is_multiple_of(TPQ / 2) {
         2
     } else {
         3
@@ -92,7 +92,7 @@ fn meter_code(m: Meter) -> u64 {
 fn pack(tag: u8, fields: &[u64]) -> u64 {
     let mut k = tag as u64;
     for &f in fields {
-        k = k.wrapping_mul(0x1_0000_0001_B3).wrapping_add(f + 1);
+        k = k.wrapping_mul(0x0100_0000_01B3).wrapping_add(f + 1);
     }
     k ^ ((tag as u64) << 56)
 }

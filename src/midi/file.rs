@@ -82,10 +82,10 @@ pub fn read_melody_bytes(bytes: &[u8]) -> Result<Melody> {
                         _ => continue,
                     };
                     let slot = &mut open[ch][pitch as usize];
-                    if let Some((start, vel)) = slot.take() {
-                        if tick > start {
-                            raw.push((start, tick, pitch, vel));
-                        }
+                    if let Some((start, vel)) = slot.take()
+                        && tick > start
+                    {
+                        raw.push((start, tick, pitch, vel));
                     }
                     if on_vel > 0 {
                         *slot = Some((tick, on_vel));

@@ -58,7 +58,7 @@ impl Meter {
     /// (6/8, 9/8, 12/8), otherwise the denominator's note value.
     pub fn pulse(&self) -> f64 {
         let unit = 4.0 / self.denominator as f64;
-        if self.denominator >= 8 && self.numerator % 3 == 0 && self.numerator > 3 {
+        if self.denominator >= 8 && self.numerator.is_multiple_of(3) && self.numerator > 3 {
             unit * 3.0
         } else {
             unit

@@ -142,7 +142,7 @@ impl Session {
             .access_shared_handler(|h| *h.render.get().unwrap());
         let render = render.expect("plugin has the render extension");
         render
-            .set(&mut s.instance.plugin_handle(), mode)
+            .set(&s.instance.plugin_handle(), mode)
             .expect("set render mode");
         s.activate();
         s
@@ -172,7 +172,7 @@ impl Session {
     pub fn save(&mut self) -> Vec<u8> {
         let ext = self.state_ext();
         let mut out = Vec::new();
-        ext.save(&mut self.instance.plugin_handle(), &mut out)
+        ext.save(&self.instance.plugin_handle(), &mut out)
             .expect("save state");
         out
     }
@@ -180,7 +180,7 @@ impl Session {
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), String> {
         let ext = self.state_ext();
         ext.load(
-            &mut self.instance.plugin_handle(),
+            &self.instance.plugin_handle(),
             &mut std::io::Cursor::new(bytes),
         )
         .map_err(|e| e.to_string())

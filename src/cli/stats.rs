@@ -1,0 +1,312 @@
+//! `melodist stats`: generate many phrases and compare them with a corpus: pitch-class
+//! KL divergence, range / interval / inter-onset histograms, share of notes in the
+//! conditioned scale, and the longest run copied verbatim from any corpus tune.
+
+use crate::generator::markov::{MarkovGenerator, MarkovModel, TPQ, duration_token};
+use crate::generator::neural::NeuralGenerator;
+use crate::generator::{GenSettings, Generator, PhraseRequest};
+use crate::model::tokenizer::melody_key;
+use crate::model::train::load_corpus;
+use crate::music::{Key, Meter, PitchClass, Scale, SeedRng};
+use anyhow::Result;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A neural model folder, or `markov` (the file given by --markov-file).
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value_t = 8)]
+    pub bars: usize,
+    #[arg(long, default_value_t = 100)]
+    pub samples: usize,
+    /// The corpus to compare with (and to search for copies).
+    #[arg(long = "midi-dir", required = true, num_args = 1..)]
+    pub midi_dirs: Vec<PathBuf>,
+    /// Enforce the key by masking (neural only; the Markov baseline always does).
+    #[arg(long)]
+    pub scale_lock: bool,
+    #[arg(long, default_value = "models/markov.bin")]
+    pub markov_file: PathBuf,
+}
+
+/// A melody as (pitch, inter-onset ticks) plus its key.
+struct Line {
+    key: Key,
+    notes: Vec<(u8, u32)>,
+}
+
+/// Copy search unit: consecutive notes as (interval, duration token); transposition-proof.
+const SEED_LEN: usize = 4;
+
+pub fn run(args: Args) -> Result<()> {
+    let (tunes, _) = load_corpus(&args.midi_dirs)?;
+    let corpus: Vec<Line> = tunes
+        .iter()
+        .filter_map(|t| {
+            let key = melody_key(&t.melody)?;
+            let q = |x: f64| (x * TPQ as f64).round() as u32;
+            let n = &t.melody.notes;
+            let notes = (0..n.len())
+                .map(|i| {
+                    (
+                        n[i].pitch,
+                        n.get(i + 1)
+                            .map_or(q(n[i].duration), |nx| q(nx.start - n[i].start)),
+                    )
+                })
+                .collect();
+            Some(Line { key, notes })
+        })
+        .collect();
+
+    let mut generator: Box<dyn Generator> = if args.model == "markov" {
+        Box::new(MarkovGenerator::new(MarkovModel::load(&args.markov_file)?))
+    } else {
+        let mut g = NeuralGenerator::load(&PathBuf::from(&args.model))?;
+        g.sampler.scale_lock = args.scale_lock;
+        Box::new(g)
+    };
+    let meters = [
+        Meter::new(4, 4),
+        Meter::new(6, 8),
+        Meter::new(3, 4),
+        Meter::new(2, 4),
+    ];
+    let mut generated = Vec::new();
+    for k in 0..args.samples {
+        let scale = if k % 2 == 0 {
+            Scale::Major
+        } else {
+            Scale::Minor
+        };
+        let key = Key::new(PitchClass::from_index((k * 7 % 12) as u8), scale);
+        let settings = GenSettings {
+            key,
+            low: 55,
+            high: 84,
+            seed: k as u64,
+            ..Default::default()
+        };
+        let meter = meters[k % meters.len()];
+        let req = PhraseRequest {
+            settings,
+            meter,
+            phrase_index: 0,
+            bars: args.bars,
+            context: &[],
+        };
+        let phrase = generator.generate(&req, &mut SeedRng::derive(&[k as u64, 0]));
+        let bar = meter.beats_per_bar();
+        let onsets: Vec<(f64, u8, f64)> = phrase
+            .iter()
+            .enumerate()
+            .flat_map(|(b, notes)| {
+                notes
+                    .iter()
+                    .map(move |n| (b as f64 * bar + n.start, n.pitch, n.duration))
+            })
+            .collect();
+        let q = |x: f64| (x * TPQ as f64).round() as u32;
+        let notes = (0..onsets.len())
+            .map(|i| {
+                (
+                    onsets[i].1,
+                    onsets
+                        .get(i + 1)
+                        .map_or(q(onsets[i].2), |nx| q(nx.0 - onsets[i].0)),
+                )
+            })
+            .collect();
+        generated.push(Line { key, notes });
+    }
+
+    let total: usize = generated.iter().map(|l| l.notes.len()).sum();
+    let share = |lines: &[Line], minor: bool| {
+        let notes: Vec<bool> = lines
+            .iter()
+            .filter(|l| l.key.scale.is_minor() == minor)
+            .flat_map(|l| l.notes.iter().map(|n| l.key.contains(n.0)))
+            .collect();
+        100.0 * notes.iter().filter(|&&x| x).count() as f64 / notes.len().max(1) as f64
+    };
+    println!(
+        "in-scale share, major / minor keys: generated {:.1}% / {:.1}%, corpus (its own key signatures) {:.1}% / {:.1}%",
+        share(&generated, false),
+        share(&generated, true),
+        share(&corpus, false),
+        share(&corpus, true)
+    );
+    let in_scale = generated
+        .iter()
+        .flat_map(|l| l.notes.iter().map(move |n| l.key.contains(n.0)))
+        .filter(|&x| x)
+        .count();
+    println!(
+        "{}: {} phrases of {} bars, {} notes ({:.1} per bar)",
+        args.model,
+        args.samples,
+        args.bars,
+        total,
+        total as f64 / (args.samples * args.bars) as f64
+    );
+    println!(
+        "in conditioned scale: {:.2}% (scale lock {})",
+        100.0 * in_scale as f64 / total.max(1) as f64,
+        if args.model == "markov" {
+            "always on for Markov"
+        } else if args.scale_lock {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let (pc_c, pc_g) = (
+        histogram(&corpus, 12, pitch_class),
+        histogram(&generated, 12, pitch_class),
+    );
+    println!(
+        "pitch-class KL(corpus || generated): {:.3} bits",
+        kl_bits(&pc_c, &pc_g)
+    );
+    for (name, bins, f) in [
+        (
+            "interval (-12..12)",
+            25,
+            interval as fn(&Line, usize) -> Option<usize>,
+        ),
+        ("inter-onset interval", 11, ioi),
+        ("8-bar range (3-semitone bins)", 12, range),
+    ] {
+        let (c, g) = (histogram(&corpus, bins, f), histogram(&generated, bins, f));
+        let overlap: f64 = c.iter().zip(&g).map(|(a, b)| a.min(*b)).sum();
+        println!("{name} histogram overlap: {:.1}%", overlap * 100.0);
+        println!("  corpus    {}", show(&c));
+        println!("  generated {}", show(&g));
+    }
+    let index = CopyIndex::new(&corpus);
+    let copies: Vec<usize> = generated.iter().map(|g| index.longest_copy(g)).collect();
+    println!(
+        "longest verbatim copy (notes, intervals+rhythm): max {}, median {}, phrases with > 12: {}",
+        copies.iter().max().unwrap_or(&0),
+        median(copies.clone()),
+        copies.iter().filter(|&&c| c > 12).count()
+    );
+    Ok(())
+}
+
+fn pitch_class(l: &Line, i: usize) -> Option<usize> {
+    Some(l.key.relative_pc(l.notes[i].0) as usize)
+}
+
+fn interval(l: &Line, i: usize) -> Option<usize> {
+    let prev = l.notes.get(i.checked_sub(1)?)?.0 as i32;
+    Some(((l.notes[i].0 as i32 - prev).clamp(-12, 12) + 12) as usize)
+}
+
+fn ioi(l: &Line, i: usize) -> Option<usize> {
+    Some(duration_token(l.notes[i].1) as usize)
+}
+
+/// Pitch range of each 8-bar-sized chunk (counted once per chunk, at its first note).
+fn range(l: &Line, i: usize) -> Option<usize> {
+    const CHUNK: usize = 32;
+    if !i.is_multiple_of(CHUNK) || l.notes.len() < i + 4 {
+        return None;
+    }
+    let chunk = &l.notes[i..(i + CHUNK).min(l.notes.len())];
+    let (lo, hi) = chunk
+        .iter()
+        .fold((127, 0), |(lo, hi), n| (n.0.min(lo), n.0.max(hi)));
+    Some(((hi - lo) as usize / 3).min(11))
+}
+
+/// Normalised histogram of `f` over every note of every line.
+fn histogram(lines: &[Line], bins: usize, f: fn(&Line, usize) -> Option<usize>) -> Vec<f64> {
+    let mut h = vec![0.0; bins];
+    for l in lines {
+        for i in 0..l.notes.len() {
+            if let Some(b) = f(l, i) {
+                h[b.min(bins - 1)] += 1.0;
+            }
+        }
+    }
+    let total: f64 = h.iter().sum::<f64>().max(1.0);
+    h.iter().map(|x| x / total).collect()
+}
+
+fn kl_bits(p: &[f64], q: &[f64]) -> f64 {
+    p.iter()
+        .zip(q)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(a, b)| a * (a / b.max(1e-4)).log2())
+        .sum()
+}
+
+fn show(h: &[f64]) -> String {
+    h.iter()
+        .map(|x| format!("{:>3.0}", x * 100.0))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn median(mut v: Vec<usize>) -> usize {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// (interval, duration token) steps of a line: equal runs mean a verbatim (transposed) copy.
+fn steps(l: &Line) -> Vec<(i32, u8)> {
+    l.notes
+        .windows(2)
+        .map(|w| (w[1].0 as i32 - w[0].0 as i32, duration_token(w[0].1)))
+        .collect()
+}
+
+type Steps = Vec<(i32, u8)>;
+
+/// Every corpus tune's steps, indexed by their `SEED_LEN`-step windows.
+struct CopyIndex {
+    tunes: Vec<Steps>,
+    seeds: HashMap<Steps, Vec<(usize, usize)>>,
+}
+
+impl CopyIndex {
+    fn new(corpus: &[Line]) -> Self {
+        let tunes: Vec<Steps> = corpus.iter().map(steps).collect();
+        let mut seeds: HashMap<Steps, Vec<(usize, usize)>> = HashMap::new();
+        for (t, s) in tunes.iter().enumerate() {
+            for (i, w) in s.windows(SEED_LEN).enumerate() {
+                seeds.entry(w.to_vec()).or_default().push((t, i));
+            }
+        }
+        Self { tunes, seeds }
+    }
+
+    /// Longest run of consecutive notes of `g` that also occurs in one corpus tune.
+    fn longest_copy(&self, g: &Line) -> usize {
+        let s = steps(g);
+        let mut best = 0;
+        for i in 0..s.len().saturating_sub(SEED_LEN - 1) {
+            for &(t, j) in self
+                .seeds
+                .get(&s[i..i + SEED_LEN])
+                .map_or(&[][..], Vec::as_slice)
+            {
+                let run = s[i..]
+                    .iter()
+                    .zip(&self.tunes[t][j..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                best = best.max(run);
+            }
+        }
+        // `run` steps join `run + 1` notes; with no shared seed, report at most SEED_LEN.
+        if best == 0 {
+            SEED_LEN.min(g.notes.len())
+        } else {
+            best + 1
+        }
+    }
+}

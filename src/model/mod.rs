@@ -1,0 +1,81 @@
+//! The neural melody model: token representation, network, sampling controls, training.
+//!
+//! A trained model is a directory with two files the plugin needs:
+//! - `config.json`: a [`ModelFile`] (format tag, network shape, checksum of the weights);
+//! - `model.safetensors`: the weights.
+//!
+//! Training adds `metrics.json` and, while running, `checkpoint.*` for resuming.
+
+pub mod lstm;
+pub mod sampler;
+pub mod tokenizer;
+pub mod train;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use lstm::{Lstm, LstmConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const METRICS_FILE: &str = "metrics.json";
+const FORMAT: &str = "melodist-neural-lstm/1";
+
+/// `config.json`: everything needed to rebuild the network around the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub format: String,
+    pub model: LstmConfig,
+    /// FNV-1a of `model.safetensors`, hex: catches damaged or mismatched weight files.
+    pub weights_fnv1a: String,
+}
+
+/// Writes `config.json` + `model.safetensors` into `dir`.
+pub fn save_model(dir: &Path, config: &LstmConfig, varmap: &candle_nn::VarMap) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    varmap
+        .save(&weights)
+        .with_context(|| format!("cannot write {}", weights.display()))?;
+    let bytes = std::fs::read(&weights)?;
+    let file = ModelFile {
+        format: FORMAT.into(),
+        model: config.clone(),
+        weights_fnv1a: checksum(&bytes),
+    };
+    std::fs::write(dir.join(CONFIG_FILE), serde_json::to_string_pretty(&file)?)?;
+    Ok(())
+}
+
+/// Rebuilds the network from the two files' bytes, with a clear error for anything wrong.
+pub fn load_model(config_json: &[u8], safetensors: &[u8]) -> Result<Lstm> {
+    let file: ModelFile = serde_json::from_slice(config_json)
+        .context("config.json is not a valid neural model config")?;
+    if file.format != FORMAT {
+        bail!(
+            "config.json has format {:?}, this Melodist reads {FORMAT:?}",
+            file.format
+        );
+    }
+    if file.model.vocab != tokenizer::VOCAB || file.model.max_pos != tokenizer::MAX_POS {
+        bail!(
+            "model was trained with a different tokenizer (vocab {}, this build {})",
+            file.model.vocab,
+            tokenizer::VOCAB
+        );
+    }
+    if checksum(safetensors) != file.weights_fnv1a {
+        bail!(
+            "model.safetensors does not match config.json (damaged, truncated or from another model)"
+        );
+    }
+    let vb = VarBuilder::from_slice_safetensors(safetensors, DType::F32, &Device::Cpu)
+        .context("model.safetensors is not readable")?;
+    Lstm::new(file.model, vb).context("model.safetensors does not fit the network in config.json")
+}
+
+fn checksum(bytes: &[u8]) -> String {
+    format!("{:016x}", crate::generator::markov::fnv1a(bytes))
+}

@@ -1,0 +1,444 @@
+//! The event representation the neural model reads and writes.
+//!
+//! A melody becomes one token sequence:
+//!
+//! ```text
+//! BOS  STYLE  METER  KEY  (PITCH|REST  DUR)*  END
+//! ```
+//!
+//! - `STYLE`: an optional tag from the collection or tune type ("reel", "chorale", ...);
+//!   `STYLE_ANY` when unknown. Training drops the tag now and then so `STYLE_ANY` means
+//!   "any style" at generation time.
+//! - `METER`: the time signature (common ones get their own token, others share one).
+//! - `KEY`: tonic + mode (major/minor flavour, as `Scale::is_minor` sees it).
+//! - Each note or rest is two tokens: its pitch (or `REST`), then its inter-onset duration on the Markov baseline's grid (`TPQ` = 12 ticks per
+//!   quarter, so sixteenths, triplets and dotted values up to a whole note are exact).
+//!   Silence before the first note (a pickup) is written as rests so onsets round-trip.
+//! - Pitches are written **relative to the key**: token pitch = MIDI pitch − the tonic's
+//!   pitch class (0..=11), octave kept, in 24..=107. A D-major tune and the same tune in C
+//!   give the same tokens, so the model does not have to learn every tune in twelve keys
+//!   (with absolute pitches a 1M-parameter LSTM stayed above the Markov baseline after
+//!   two epochs). Transposition augmentation still matters: moving a tune across the
+//!   tonic's octave boundary (D → B) moves it an octave in token space, so the model
+//!   learns each melody shape in several registers.
+//!
+//! Bar lines are not tokens: every token also carries its **position in the bar** (the
+//! tick, mod bar length, at which the next note starts once this token is read). It is
+//! derived from the durations, never predicted, and the model adds a learned embedding of
+//! it to the token embedding. This keeps sequences short (speed) while the model always
+//! knows where the downbeat is.
+//!
+//! Events are exactly the Markov baseline's (`markov::events_of`), so both models are
+//! scored on the same notes.
+
+use crate::generator::markov::{DURATIONS, TPQ, bar_ticks, duration_token, events_of, histogram};
+use crate::midi::{Melody, MelodyNote};
+use crate::music::{Key, Meter, PitchClass, Scale, detect_key};
+use std::path::Path;
+
+pub const PAD: u32 = 0;
+pub const BOS: u32 = 1;
+pub const END: u32 = 2;
+pub const REST: u32 = 3;
+/// Lowest and highest pitch the vocabulary can say (C1..B7).
+pub const PITCH_LOW: u8 = 24;
+pub const PITCH_HIGH: u8 = 107;
+pub const PITCH0: u32 = 4;
+pub const DUR0: u32 = PITCH0 + (PITCH_HIGH - PITCH_LOW + 1) as u32;
+pub const METER0: u32 = DUR0 + DURATIONS.len() as u32;
+/// Meters with their own token; anything else maps to the extra "other" token after them.
+pub const METERS: [(u8, u8); 11] = [
+    (4, 4),
+    (2, 4),
+    (3, 4),
+    (2, 2),
+    (6, 8),
+    (9, 8),
+    (12, 8),
+    (3, 8),
+    (3, 2),
+    (5, 4),
+    (6, 4),
+];
+pub const KEY0: u32 = METER0 + METERS.len() as u32 + 1;
+pub const STYLE0: u32 = KEY0 + 24;
+pub const VOCAB: usize = (STYLE0 + Style::COUNT as u32) as usize;
+/// Position-in-bar values the model distinguishes (ticks); longer bars are clamped.
+pub const MAX_POS: usize = 96;
+
+/// Coarse style tags the corpus can provide (collection or the tune type in the title).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Any = 0,
+    Chorale,
+    Reel,
+    Jig,
+    SlipJig,
+    Hornpipe,
+    March,
+    Air,
+    Waltz,
+    Polka,
+    Dance,
+}
+
+impl Style {
+    pub const COUNT: usize = 11;
+    const NAMES: [&str; Self::COUNT] = [
+        "any", "chorale", "reel", "jig", "slip jig", "hornpipe", "march", "air", "waltz", "polka",
+        "dance",
+    ];
+
+    /// Guesses the style from a file path and tune title: Bach chorale folders, then the
+    /// tune-type words O'Neill and Ryan put in titles. Unknown folders give `Any`.
+    pub fn guess(path: &Path, title: &str) -> Style {
+        let p = path.to_string_lossy().to_lowercase();
+        let t = title.to_lowercase();
+        if p.contains("bach") || p.contains("chorale") || t.contains("chorale") {
+            return Style::Chorale;
+        }
+        let folk = p.contains("oneill") || p.contains("ryan");
+        // Most specific words first ("slip jig" before "jig").
+        for (word, style) in [
+            ("slip jig", Style::SlipJig),
+            ("hornpipe", Style::Hornpipe),
+            ("reel", Style::Reel),
+            ("jig", Style::Jig),
+            ("march", Style::March),
+            ("air", Style::Air),
+            ("waltz", Style::Waltz),
+            ("polka", Style::Polka),
+        ] {
+            if t.contains(word) {
+                return style;
+            }
+        }
+        if folk { Style::Dance } else { Style::Any }
+    }
+
+    pub fn parse(name: &str) -> Option<Style> {
+        let i = Self::NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name.trim()))?;
+        Some(Self::from_index(i))
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    fn from_index(i: usize) -> Style {
+        use Style::*;
+        [
+            Any, Chorale, Reel, Jig, SlipJig, Hornpipe, March, Air, Waltz, Polka, Dance,
+        ][i]
+    }
+
+    pub fn token(self) -> u32 {
+        STYLE0 + self as u32
+    }
+}
+
+pub fn pitch_token(pitch: u8) -> Option<u32> {
+    (PITCH_LOW..=PITCH_HIGH)
+        .contains(&pitch)
+        .then(|| PITCH0 + (pitch - PITCH_LOW) as u32)
+}
+
+/// The token-space (key-relative) pitch of a token, if it is a pitch token.
+pub fn token_pitch(token: u32) -> Option<u8> {
+    (PITCH0..DUR0)
+        .contains(&token)
+        .then(|| PITCH_LOW + (token - PITCH0) as u8)
+}
+
+/// The token for a MIDI pitch in `key`; `None` outside the vocabulary.
+pub fn key_pitch_token(pitch: u8, key: Key) -> Option<u32> {
+    pitch_token(u8::try_from(pitch as i32 - key.tonic.semitone() as i32).ok()?)
+}
+
+/// The MIDI pitch a pitch token stands for in `key`.
+pub fn token_key_pitch(token: u32, key: Key) -> Option<u8> {
+    token_pitch(token).map(|p| p + key.tonic.semitone())
+}
+
+pub fn dur_token(index: u8) -> u32 {
+    DUR0 + index as u32
+}
+
+/// Duration in ticks of a duration token.
+pub fn token_ticks(token: u32) -> Option<u32> {
+    (DUR0..METER0)
+        .contains(&token)
+        .then(|| DURATIONS[(token - DUR0) as usize])
+}
+
+pub fn meter_token(meter: Meter) -> u32 {
+    let i = METERS
+        .iter()
+        .position(|&(n, d)| meter == Meter::new(n, d))
+        .unwrap_or(METERS.len());
+    METER0 + i as u32
+}
+
+/// Key token: tonic × {major, minor}. Modes other than major/minor use their flavour.
+pub fn key_token(key: Key) -> u32 {
+    KEY0 + key.tonic.semitone() as u32 * 2 + key.scale.is_minor() as u32
+}
+
+pub fn token_key(token: u32) -> Option<Key> {
+    (KEY0..STYLE0).contains(&token).then(|| {
+        let i = token - KEY0;
+        let scale = if i % 2 == 1 {
+            Scale::Minor
+        } else {
+            Scale::Major
+        };
+        Key::new(PitchClass::from_index((i / 2) as u8), scale)
+    })
+}
+
+/// A tokenised melody: `tokens[i]` with `pos[i]`, the position in the bar (ticks) of the
+/// next onset once `tokens[i]` has been read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TokenSeq {
+    pub tokens: Vec<u32>,
+    pub pos: Vec<u16>,
+}
+
+impl TokenSeq {
+    pub fn push(&mut self, token: u32, pos_ticks: u32) {
+        self.tokens.push(token);
+        self.pos.push((pos_ticks as usize).min(MAX_POS - 1) as u16);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The same melody moved by `semitones` (key token included); `None` if a pitch would
+    /// leave the vocabulary.
+    pub fn transposed(&self, semitones: i32) -> Option<TokenSeq> {
+        let mut out = self.clone();
+        let old = self.key();
+        let tonic =
+            PitchClass::from_index((old.tonic.semitone() as i32 + semitones).rem_euclid(12) as u8);
+        let new = Key::new(tonic, old.scale);
+        for t in &mut out.tokens {
+            if let Some(p) = token_key_pitch(*t, old) {
+                *t = key_pitch_token(u8::try_from(p as i32 + semitones).ok()?, new)?;
+            } else if token_key(*t).is_some() {
+                *t = key_token(new);
+            }
+        }
+        Some(out)
+    }
+
+    /// The key of the header (C major if there is none).
+    pub fn key(&self) -> Key {
+        key_of(&self.tokens)
+    }
+}
+
+/// The header every sequence starts with.
+pub fn header(style: Style, meter: Meter, key: Key, first_pos: u32) -> TokenSeq {
+    let mut seq = TokenSeq::default();
+    for t in [BOS, style.token(), meter_token(meter), key_token(key)] {
+        seq.push(t, first_pos);
+    }
+    seq
+}
+
+/// The melody's key: its key signature, else the detected one.
+pub fn melody_key(m: &Melody) -> Option<Key> {
+    m.key.or_else(|| detect_key(&histogram(m)))
+}
+
+/// Encodes a melody. `None` if it has no notes or a pitch outside 24..=107.
+pub fn encode(m: &Melody, style: Style) -> Option<TokenSeq> {
+    let key = melody_key(m)?;
+    let events = events_of(m);
+    let first = events.first()?;
+    let bar = bar_ticks(m.meter);
+    let mut seq = header(style, m.meter, key, 0);
+    // Leading silence as rests (largest durations first), so onsets survive a round trip.
+    let mut t = 0;
+    while first.start_tick - t >= DURATIONS[0] {
+        let d = DURATIONS
+            .iter()
+            .rposition(|&d| d <= first.start_tick - t)
+            .unwrap_or(0);
+        seq.push(REST, t % bar);
+        t += DURATIONS[d];
+        seq.push(dur_token(d as u8), t % bar);
+    }
+    for (i, ev) in events.iter().enumerate() {
+        seq.push(
+            ev.pitch.map_or(Some(REST), |p| key_pitch_token(p, key))?,
+            ev.start_tick % bar,
+        );
+        let next = events
+            .get(i + 1)
+            .map_or(ev.start_tick + DURATIONS[ev.duration as usize], |n| {
+                n.start_tick
+            });
+        seq.push(dur_token(ev.duration), next % bar);
+    }
+    seq.push(END, 0);
+    // The header's positions are the first token's onset.
+    let first_pos = seq.pos[4];
+    seq.pos[..4].fill(first_pos);
+    Some(seq)
+}
+
+/// Decodes tokens back to notes (quarter notes from the start), ignoring header tokens.
+/// Durations are inter-onset times, as on the grid.
+pub fn decode(tokens: &[u32]) -> Vec<MelodyNote> {
+    let key = key_of(tokens);
+    let mut notes = Vec::new();
+    let mut t = 0u32;
+    let mut pitch: Option<Option<u8>> = None;
+    for &tok in tokens {
+        if tok == REST {
+            pitch = Some(None);
+        } else if let Some(p) = token_key_pitch(tok, key) {
+            pitch = Some(Some(p));
+        } else if let Some(ticks) = token_ticks(tok) {
+            if let Some(Some(p)) = pitch.take() {
+                let q = |x: u32| x as f64 / TPQ as f64;
+                notes.push(MelodyNote {
+                    start: q(t),
+                    duration: q(ticks),
+                    pitch: p,
+                    velocity: 80,
+                });
+            }
+            t += ticks;
+        }
+    }
+    notes
+}
+
+fn key_of(tokens: &[u32]) -> Key {
+    tokens
+        .iter()
+        .find_map(|&t| token_key(t))
+        .unwrap_or(Key::new(PitchClass::C, Scale::Major))
+}
+
+/// The duration token closest to `ticks` (log scale), as a vocabulary token.
+pub fn ticks_token(ticks: u32) -> u32 {
+    dur_token(duration_token(ticks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn melody(meter: Meter, lead_in: f64, notes: &[(f64, u8)]) -> Melody {
+        let mut t = lead_in;
+        let notes = notes
+            .iter()
+            .map(|&(d, p)| {
+                let n = MelodyNote {
+                    start: t,
+                    duration: d,
+                    pitch: p,
+                    velocity: 80,
+                };
+                t += d;
+                n
+            })
+            .collect();
+        Melody {
+            title: "t".into(),
+            meter,
+            key: Some(Key::new(PitchClass::D, Scale::Major)),
+            notes,
+        }
+    }
+
+    #[test]
+    fn vocabulary_regions_do_not_overlap() {
+        assert_eq!(token_pitch(pitch_token(60).unwrap()), Some(60));
+        assert_eq!(token_pitch(DUR0), None);
+        assert_eq!(token_ticks(DUR0), Some(DURATIONS[0]));
+        assert_eq!(token_ticks(METER0), None);
+        for tonic in 0..12 {
+            for scale in [Scale::Major, Scale::Minor] {
+                let k = Key::new(PitchClass::from_index(tonic), scale);
+                assert_eq!(token_key(key_token(k)), Some(k));
+            }
+        }
+        assert!(Style::Dance.token() < VOCAB as u32);
+        assert_eq!(Style::parse("Slip jig"), Some(Style::SlipJig));
+        assert_eq!(meter_token(Meter::new(7, 8)), METER0 + METERS.len() as u32);
+    }
+
+    #[test]
+    fn round_trip_keeps_pitches_onsets_and_durations() {
+        // A pickup of one eighth in 6/8, sixteenths, triplets and a dotted quarter.
+        let third = 1.0 / 3.0;
+        let m = melody(
+            Meter::new(6, 8),
+            2.5,
+            &[
+                (0.5, 62),
+                (0.25, 64),
+                (0.25, 66),
+                (third, 67),
+                (third, 69),
+                (third, 71),
+                (1.5, 74),
+                (1.0, 73),
+                (2.0, 74),
+            ],
+        );
+        let seq = encode(&m, Style::Jig).unwrap();
+        assert_eq!(
+            &seq.tokens[..4],
+            &[
+                BOS,
+                Style::Jig.token(),
+                meter_token(m.meter),
+                key_token(m.key.unwrap())
+            ]
+        );
+        assert_eq!(*seq.tokens.last().unwrap(), END);
+        let back = decode(&seq.tokens);
+        assert_eq!(back.len(), m.notes.len());
+        for (a, b) in back.iter().zip(&m.notes) {
+            assert_eq!(a.pitch, b.pitch);
+            assert!((a.start - b.start).abs() < 1e-9, "{a:?} vs {b:?}");
+            assert!((a.duration - b.duration).abs() < 1e-9, "{a:?} vs {b:?}");
+        }
+        // The first note (the pickup) sits on the last eighth of the 6/8 bar: tick 30 of 36.
+        let first_pitch = seq
+            .tokens
+            .iter()
+            .position(|&t| token_pitch(t).is_some())
+            .unwrap();
+        assert_eq!(seq.pos[first_pitch], 30);
+    }
+
+    #[test]
+    fn rests_and_transposition() {
+        let mut m = melody(Meter::new(4, 4), 0.0, &[(1.0, 60), (1.0, 62), (2.0, 64)]);
+        m.notes[1].start += 1.0; // a quarter rest after the first note
+        m.notes[2].start += 1.0;
+        let seq = encode(&m, Style::Any).unwrap();
+        assert!(seq.tokens.contains(&REST));
+        let up = seq.transposed(5).unwrap();
+        let pitches: Vec<u8> = decode(&up.tokens).iter().map(|n| n.pitch).collect();
+        assert_eq!(pitches, vec![65, 67, 69]);
+        assert_eq!(
+            token_key(up.tokens[3]),
+            Some(Key::new(PitchClass::G, Scale::Major))
+        );
+        assert!(seq.transposed(60).is_none());
+    }
+}
