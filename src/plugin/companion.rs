@@ -13,9 +13,9 @@ use crate::presets::PresetLibrary;
 use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
 use crate::sessions::recorder::{RecorderEvent, RecorderSender, SessionRecorder};
 use crate::sessions::{EventKind, LOCAL_PRODUCER, SessionDb};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,9 +40,10 @@ pub struct CompanionLinks {
     pub suggestions: Arc<Mutex<Vec<Suggestion>>>,
 }
 
-/// Handle to the companion thread; dropping it closes the session and joins.
+/// Handle to the companion thread; dropping it closes the session and joins at once
+/// (the thread waits on this channel between ticks, so closing it wakes it).
 pub struct Companion {
-    stop: Arc<AtomicBool>,
+    stop: Option<Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -50,21 +51,21 @@ impl Companion {
     /// Starts the thread. `db_path: None` (no user data folder) still ranks suggestions
     /// from context alone, but records nothing.
     pub fn spawn(links: CompanionLinks, db_path: Option<PathBuf>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("melodist-companion".into())
-                .spawn(move || State::new(links, db_path).run(&stop))
-                .ok()
-        };
-        Self { stop, handle }
+        let (stop, stopped) = crossbeam_channel::bounded(1);
+        let handle = std::thread::Builder::new()
+            .name("melodist-companion".into())
+            .spawn(move || State::new(links, db_path).run(&stopped))
+            .ok();
+        Self {
+            stop: Some(stop),
+            handle,
+        }
     }
 }
 
 impl Drop for Companion {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -122,13 +123,12 @@ impl State {
         }
     }
 
-    fn run(mut self, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
+    fn run(mut self, stopped: &Receiver<()>) {
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
             let changed = self.tick();
             if changed || self.last_rank.is_none_or(|t| t.elapsed() >= RERANK_EVERY) {
                 self.rerank();
             }
-            std::thread::sleep(TICK);
         }
         self.close_preset();
         self.record(RecorderEvent::End);
