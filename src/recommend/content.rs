@@ -133,17 +133,7 @@ impl Recommender for ContentBased {
         "content"
     }
 
-    fn fit(&mut self, data: &Dataset) {
-        self.ev = Evidence::build(data);
-    }
-
-    fn update(&mut self, feedback: &Feedback) {
-        self.ev.update(feedback);
-    }
-
-    fn catalogue(&self) -> &Catalogue {
-        &self.ev.catalogue
-    }
+    evidence_backed!();
 
     fn score(&self, ctx: &Context) -> Scores {
         let taste = self.taste(ctx);

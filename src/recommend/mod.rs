@@ -11,6 +11,24 @@
 //! - [`Hybrid`]: a weighted blend (weights from [`eval`]), content + popularity at cold start.
 //! - [`Popularity`], [`RandomBaseline`]: the baselines every number is compared against.
 
+/// `fit`, `update` and `catalogue` for recommenders whose whole learnt state is the shared
+/// [`Evidence`] in a field `ev` (content-based, popularity, session-kNN).
+macro_rules! evidence_backed {
+    () => {
+        fn fit(&mut self, data: &Dataset) {
+            self.ev = Evidence::build(data);
+        }
+
+        fn update(&mut self, feedback: &Feedback) {
+            self.ev.update(feedback);
+        }
+
+        fn catalogue(&self) -> &Catalogue {
+            &self.ev.catalogue
+        }
+    };
+}
+
 mod content;
 mod data;
 pub mod eval;

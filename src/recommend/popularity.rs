@@ -16,17 +16,7 @@ impl Recommender for Popularity {
         "popularity"
     }
 
-    fn fit(&mut self, data: &Dataset) {
-        self.ev = Evidence::build(data);
-    }
-
-    fn update(&mut self, feedback: &Feedback) {
-        self.ev.update(feedback);
-    }
-
-    fn catalogue(&self) -> &Catalogue {
-        &self.ev.catalogue
-    }
+    evidence_backed!();
 
     fn score(&self, _ctx: &Context) -> Scores {
         Scores {

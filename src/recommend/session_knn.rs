@@ -54,17 +54,7 @@ impl Recommender for SessionKnn {
         "session-knn"
     }
 
-    fn fit(&mut self, data: &Dataset) {
-        self.ev = Evidence::build(data);
-    }
-
-    fn update(&mut self, feedback: &Feedback) {
-        self.ev.update(feedback);
-    }
-
-    fn catalogue(&self) -> &Catalogue {
-        &self.ev.catalogue
-    }
+    evidence_backed!();
 
     fn score(&self, ctx: &Context) -> Scores {
         let n = self.ev.catalogue.len();
