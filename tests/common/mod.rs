@@ -259,29 +259,19 @@ impl Session {
         let mut out = Vec::new();
         for e in self.out_events.iter() {
             let t = e.header().time();
-            match e.as_core_event() {
-                Some(clack_host::events::spaces::CoreEventSpace::NoteOn(n)) => {
-                    let r = n.as_raw();
-                    out.push(Out {
-                        timing: t,
-                        on: true,
-                        key: r.key as u8,
-                        channel: r.channel as u8,
-                        velocity: r.velocity,
-                    });
-                }
-                Some(clack_host::events::spaces::CoreEventSpace::NoteOff(n)) => {
-                    let r = n.as_raw();
-                    out.push(Out {
-                        timing: t,
-                        on: false,
-                        key: r.key as u8,
-                        channel: r.channel as u8,
-                        velocity: r.velocity,
-                    });
-                }
-                _ => {}
-            }
+            use clack_host::events::spaces::CoreEventSpace;
+            let (on, raw) = match e.as_core_event() {
+                Some(CoreEventSpace::NoteOn(n)) => (true, n.as_raw()),
+                Some(CoreEventSpace::NoteOff(n)) => (false, n.as_raw()),
+                _ => continue,
+            };
+            out.push(Out {
+                timing: t,
+                on,
+                key: raw.key as u8,
+                channel: raw.channel as u8,
+                velocity: raw.velocity,
+            });
         }
         for w in out.windows(2) {
             assert!(w[0].timing <= w[1].timing, "unordered output {out:?}");
