@@ -632,3 +632,55 @@ proptest! {
         h.stop(pos, &c);
     }
 }
+
+#[test]
+fn continue_mode_answers_the_producer_from_the_next_bar() {
+    let s = GenSettings {
+        seed: 77,
+        mode: melodist::generator::Mode::Continue,
+        ..Default::default()
+    };
+    let c = offline(s);
+    let bps = 2.0 / 48_000.0;
+    let run = |with_input: bool| {
+        let mut h = Harness::new();
+        let mid = h.play(0.0, 150, 480, 120.0, 48_000.0, &c); // to beat 3.0, inside bar 0
+        if with_input {
+            // The producer plays a phrase at the end of bar 0 (low, outside the default register).
+            h.block(&BlockTransport::playing_at(mid, 120.0, 48_000.0), &c, 480);
+            for (i, pitch) in [45u8, 47, 48, 50, 52].iter().enumerate() {
+                h.sched.input_note(*pitch, 100, (i * 90) as u32);
+            }
+        } else {
+            h.block(&BlockTransport::playing_at(mid, 120.0, 48_000.0), &c, 480);
+        }
+        h.play(mid + 480.0 * bps, 700, 480, 120.0, 48_000.0, &c);
+        h.heard
+    };
+    let plain = run(false);
+    let answered = run(true);
+    let bar0 = |v: &[Heard]| {
+        v.iter()
+            .filter(|n| n.beat < 4.0)
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    // The bar already playing is untouched; from the next bar on the melody answers the input.
+    assert_eq!(bar0(&plain), bar0(&answered));
+    let bar1 = |v: &[Heard]| {
+        v.iter()
+            .filter(|n| (4.0..8.0).contains(&n.beat))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(
+        bar1(&plain),
+        bar1(&answered),
+        "the next bar did not answer the producer"
+    );
+    assert!(
+        answered
+            .iter()
+            .all(|n| s.key.contains(n.pitch) && (s.low..=s.high).contains(&n.pitch))
+    );
+}
