@@ -66,13 +66,6 @@ impl Fixture {
 
     /// Plays a few bars: generated notes, the producer's notes, and an upcoming bar.
     fn play_some_notes(&self) {
-        let note = |beat, pitch, on, input| MonitorEvent::Note {
-            beat,
-            pitch,
-            velocity: 100,
-            on,
-            input,
-        };
         let mut events = Vec::new();
         for (i, pitch) in [60u8, 62, 64, 65, 67, 69, 71, 72].iter().enumerate() {
             let beat = i as f64;
@@ -106,6 +99,17 @@ impl Fixture {
         for e in events {
             self.monitor.send(e).unwrap();
         }
+    }
+}
+
+/// A note starting (`on`) or ending at `beat`; `input` marks the producer's own notes.
+fn note(beat: f64, pitch: u8, on: bool, input: bool) -> MonitorEvent {
+    MonitorEvent::Note {
+        beat,
+        pitch,
+        velocity: 100,
+        on,
+        input,
     }
 }
 
@@ -327,13 +331,6 @@ fn play_a_generated_session(fx: &Fixture, access: &mut RecordingAccess) {
     ));
     let playhead = 18.0;
     let mut events = Vec::new();
-    let note = |beat, pitch, on, input| MonitorEvent::Note {
-        beat,
-        pitch,
-        velocity: 100,
-        on,
-        input,
-    };
     for (i, bar) in bars.iter().enumerate() {
         let start = i as f64 * 4.0;
         for n in bar.iter().filter(|n| start + n.start < playhead) {

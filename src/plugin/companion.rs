@@ -212,9 +212,7 @@ impl State {
     fn close_preset(&mut self) {
         if let Some((preset, since)) = self.preset.take() {
             let seconds = since.elapsed().as_secs_f32();
-            if self.playing || seconds > 0.0 {
-                self.record(RecorderEvent::PresetUsed { preset, seconds });
-            }
+            self.record(RecorderEvent::PresetUsed { preset, seconds });
             if seconds < QUICK_ABANDON_SECS {
                 self.record(RecorderEvent::Feedback {
                     kind: EventKind::AbandonedQuickly,
