@@ -226,15 +226,26 @@ fn effective_settings(
     s
 }
 
-/// The producer's recent notes as generator context (inter-onset durations).
+/// Notes struck closer together than this (in beats) count as one chord.
+const CHORD_WINDOW: f64 = 0.06;
+
+/// The producer's recent notes as generator context (inter-onset durations). What they
+/// play may be polyphonic: each chord (notes struck within `CHORD_WINDOW`) is reduced to
+/// its highest note, the melody line a listener hears on top.
 fn context_notes(inputs: &VecDeque<InputNote>) -> Vec<ContextNote> {
-    let notes: Vec<&InputNote> = inputs.iter().collect();
-    (0..notes.len())
+    let mut line: Vec<(f64, u8)> = Vec::with_capacity(inputs.len());
+    for n in inputs {
+        match line.last_mut() {
+            Some(top) if (n.beat - top.0).abs() < CHORD_WINDOW => top.1 = top.1.max(n.pitch),
+            _ => line.push((n.beat, n.pitch)),
+        }
+    }
+    (0..line.len())
         .map(|i| ContextNote {
-            pitch: notes[i].pitch,
-            duration: notes
+            pitch: line[i].1,
+            duration: line
                 .get(i + 1)
-                .map_or(1.0, |n| (n.beat - notes[i].beat).clamp(0.125, 4.0)),
+                .map_or(1.0, |next| (next.0 - line[i].0).clamp(0.125, 4.0)),
         })
         .collect()
 }
@@ -242,6 +253,32 @@ fn context_notes(inputs: &VecDeque<InputNote>) -> Vec<ContextNote> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chords_become_their_top_note() {
+        let played = |beat: f64, pitch: u8| InputNote {
+            pitch,
+            velocity: 90,
+            beat,
+        };
+        // A C chord (slightly spread), a single D, then an F chord strummed upwards.
+        let inputs: VecDeque<InputNote> = [
+            played(0.0, 64),
+            played(0.01, 72),
+            played(0.02, 60),
+            played(1.0, 62),
+            played(1.5, 65),
+            played(1.53, 69),
+            played(1.55, 77),
+        ]
+        .into_iter()
+        .collect();
+        let line: Vec<(u8, f64)> = context_notes(&inputs)
+            .iter()
+            .map(|c| (c.pitch, c.duration))
+            .collect();
+        assert_eq!(line, vec![(72, 1.0), (62, 0.5), (77, 1.0)]);
+    }
 
     #[test]
     fn follow_input_detects_the_key() {
