@@ -1,12 +1,13 @@
 //! Neural generator speed at batch 1 on one thread: one bar of melody including sampling,
-//! model load time, and raw decoding throughput (tokens per second).
+//! model load time, and raw decoding throughput (notes per second: one LSTM step plus the
+//! duration layer per note).
 //!
 //! Needs the shipped model in `models/neural/`; run with `cargo bench --bench neural`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{GenSettings, Generator, PhraseRequest};
-use melodist::model::{CONFIG_FILE, WEIGHTS_FILE};
+use melodist::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE};
 use melodist::music::{Meter, SeedRng};
 use std::hint::black_box;
 use std::path::Path;
@@ -23,11 +24,20 @@ fn bench(c: &mut Criterion) {
         );
         return;
     };
-    c.bench_function("neural/load (config + safetensors bytes)", |b| {
-        b.iter(|| NeuralGenerator::from_bytes(black_box(&config), black_box(&weights)).unwrap())
+    // The originality guard, as the plugin loads it (absent for models trained before it).
+    let guard = std::fs::read(dir.join(GUARD_FILE)).ok();
+    let load = |config: &[u8], weights: &[u8]| {
+        let g = NeuralGenerator::from_bytes(config, weights).unwrap();
+        match &guard {
+            Some(bytes) => g.with_guard(bytes).unwrap(),
+            None => g,
+        }
+    };
+    c.bench_function("neural/load (config + safetensors + guard bytes)", |b| {
+        b.iter(|| load(black_box(&config), black_box(&weights)))
     });
 
-    let mut g = NeuralGenerator::from_bytes(&config, &weights).unwrap();
+    let mut g = load(&config, &weights);
     let mut seed = 0u64;
     for (name, meter, density) in [
         ("4/4, density 0.5", Meter::new(4, 4), 0.5),
@@ -59,18 +69,28 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let model = g.model();
-    let mut state = model.zero_state().unwrap();
+    let mut state = g
+        .start_state(
+            Meter::new(4, 4),
+            melodist::music::Key::new(
+                melodist::music::PitchClass::C,
+                melodist::music::Scale::Major,
+            ),
+        )
+        .unwrap();
     let mut group = c.benchmark_group("neural");
     group.throughput(Throughput::Elements(64));
-    group.bench_function("64 tokens (model steps)", |b| {
+    group.bench_function("64 notes (model steps + duration layer)", |b| {
         b.iter(|| {
             pool.install(|| {
+                let mut prev = (60u32, 92u32); // a pitch token, an eighth-note token
                 for i in 0..64u32 {
-                    black_box(
-                        model
-                            .step(black_box(60 + i % 12), (i % 48) as u16, &mut state)
-                            .unwrap(),
-                    );
+                    let logits = model
+                        .step(prev.0, prev.1, (i % 48) as u16, &mut state)
+                        .unwrap();
+                    let pitch = 60 + i % 12;
+                    black_box((logits, model.duration_logits(pitch, &state).unwrap()));
+                    prev = (pitch, 90 + i % 4);
                 }
             })
         })

@@ -23,6 +23,8 @@ enum Command {
     TrainMarkov(cli::train_markov::Args),
     /// Train or fine-tune the neural melody model from folders of MIDI files.
     Train(cli::train::Args),
+    /// Build a neural model's originality guard (never copy 13 notes of these tunes).
+    Copyguard(cli::copyguard::Args),
     /// Bits per note of a model (neural or Markov) over folders of MIDI files.
     Eval(cli::eval::Args),
     /// Generate many phrases and compare their statistics with a corpus.
@@ -42,6 +44,7 @@ fn main() {
         Command::Generate(args) => cli::generate::run(args),
         Command::TrainMarkov(args) => cli::train_markov::run(args),
         Command::Train(args) => cli::train::run(args),
+        Command::Copyguard(args) => cli::copyguard::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Stats(args) => cli::stats::run(args),
         Command::Recommend(args) => cli::recommend::run(args),

@@ -217,3 +217,42 @@ fn damaged_or_missing_model_files_give_clear_errors() {
         .unwrap();
     assert!(format!("{err:#}").contains("does not fit"), "{err:#}");
 }
+
+#[test]
+fn training_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tunes = toy_corpus();
+    let one = TrainOptions {
+        epochs: 1,
+        ..tiny_options()
+    };
+    let first = train(&tunes, 0, dir.path(), &one).unwrap();
+    for f in [
+        "checkpoint.json",
+        "checkpoint.safetensors",
+        "checkpoint.optimizer.safetensors",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    let more = TrainOptions {
+        epochs: 3,
+        resume: true,
+        ..tiny_options()
+    };
+    let resumed = train(&tunes, 0, dir.path(), &more).unwrap();
+    assert_eq!(resumed.history.len(), 3);
+    assert_eq!(resumed.history[0].val.total, first.history[0].val.total);
+    assert_eq!(
+        resumed.steps,
+        first.steps * 3,
+        "the step count (and schedule) continues"
+    );
+    assert!(resumed.history[2].train_loss < first.history[0].train_loss);
+
+    // A damaged optimizer state is a clear error, not a silent restart.
+    std::fs::write(dir.path().join("checkpoint.optimizer.safetensors"), b"junk").unwrap();
+    let err = train(&tunes, 0, dir.path(), &TrainOptions { epochs: 4, ..more })
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("optimizer"), "{err:#}");
+}

@@ -1,5 +1,6 @@
 //! Implementations of the `melodist` subcommands (the binary in `src/main.rs` only parses).
 
+pub mod copyguard;
 pub mod eval;
 pub mod eval_recs;
 pub mod generate;

@@ -5,7 +5,8 @@
 use crate::generator::markov::{MarkovGenerator, MarkovModel, TPQ, duration_token};
 use crate::generator::neural::NeuralGenerator;
 use crate::generator::{GenSettings, Generator, PhraseRequest};
-use crate::model::tokenizer::melody_key;
+use crate::model::copyguard::{COPY_NOTES, melody_line};
+use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
 use crate::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use anyhow::Result;
@@ -29,6 +30,9 @@ pub struct Args {
     pub scale_lock: bool,
     #[arg(long, default_value = "models/markov.bin")]
     pub markov_file: PathBuf,
+    /// Style tag to condition the neural model on (`any`, `reel`, `jig`, `chorale`, ...).
+    #[arg(long, default_value = "any")]
+    pub style: String,
 }
 
 /// A melody as (pitch, inter-onset ticks) plus its key.
@@ -42,21 +46,13 @@ const SEED_LEN: usize = 4;
 
 pub fn run(args: Args) -> Result<()> {
     let (tunes, _) = load_corpus(&args.midi_dirs)?;
+    let mut corpus_paths = Vec::new();
     let corpus: Vec<Line> = tunes
         .iter()
         .filter_map(|t| {
             let key = melody_key(&t.melody)?;
-            let q = |x: f64| (x * TPQ as f64).round() as u32;
-            let n = &t.melody.notes;
-            let notes = (0..n.len())
-                .map(|i| {
-                    (
-                        n[i].pitch,
-                        n.get(i + 1)
-                            .map_or(q(n[i].duration), |nx| q(nx.start - n[i].start)),
-                    )
-                })
-                .collect();
+            let notes = melody_line(&t.melody);
+            corpus_paths.push(t.path.clone());
             Some(Line { key, notes })
         })
         .collect();
@@ -66,6 +62,8 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let mut g = NeuralGenerator::load(&PathBuf::from(&args.model))?;
         g.sampler.scale_lock = args.scale_lock;
+        g.style = Style::parse(&args.style)
+            .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
         Box::new(g)
     };
     let meters = [
@@ -89,7 +87,8 @@ pub fn run(args: Args) -> Result<()> {
             seed: k as u64,
             ..Default::default()
         };
-        let meter = meters[k % meters.len()];
+        // Every meter in both modes (k % 2 picks the mode).
+        let meter = meters[(k / 2) % meters.len()];
         let req = PhraseRequest {
             settings,
             meter,
@@ -186,13 +185,23 @@ pub fn run(args: Args) -> Result<()> {
         println!("  generated {}", show(&g));
     }
     let index = CopyIndex::new(&corpus);
-    let copies: Vec<usize> = generated.iter().map(|g| index.longest_copy(g)).collect();
+    let copies: Vec<(usize, Option<usize>)> =
+        generated.iter().map(|g| index.longest_copy(g)).collect();
+    let lengths: Vec<usize> = copies.iter().map(|c| c.0).collect();
     println!(
-        "longest verbatim copy (notes, intervals+rhythm): max {}, median {}, phrases with > 12: {}",
-        copies.iter().max().unwrap_or(&0),
-        median(copies.clone()),
-        copies.iter().filter(|&&c| c > 12).count()
+        "longest verbatim copy (notes, intervals+rhythm): max {}, median {}, phrases with >= {COPY_NOTES}: {}",
+        lengths.iter().max().unwrap_or(&0),
+        median(lengths.clone()),
+        lengths.iter().filter(|&&c| c >= COPY_NOTES).count()
     );
+    for (k, (len, source)) in copies.iter().enumerate() {
+        if let (true, Some(t)) = (*len >= COPY_NOTES, source) {
+            println!(
+                "  phrase {k} shares {len} notes with {}",
+                corpus_paths[*t].display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -284,10 +293,11 @@ impl CopyIndex {
         Self { tunes, seeds }
     }
 
-    /// Longest run of consecutive notes of `g` that also occurs in one corpus tune.
-    fn longest_copy(&self, g: &Line) -> usize {
+    /// Longest run of consecutive notes of `g` that also occurs in one corpus tune, and
+    /// that tune's index.
+    fn longest_copy(&self, g: &Line) -> (usize, Option<usize>) {
         let s = steps(g);
-        let mut best = 0;
+        let (mut best, mut source) = (0, None);
         for i in 0..s.len().saturating_sub(SEED_LEN - 1) {
             for &(t, j) in self
                 .seeds
@@ -299,14 +309,16 @@ impl CopyIndex {
                     .zip(&self.tunes[t][j..])
                     .take_while(|(a, b)| a == b)
                     .count();
-                best = best.max(run);
+                if run > best {
+                    (best, source) = (run, Some(t));
+                }
             }
         }
         // `run` steps join `run + 1` notes; with no shared seed, report at most SEED_LEN.
         if best == 0 {
-            SEED_LEN.min(g.notes.len())
+            (SEED_LEN.min(g.notes.len()), None)
         } else {
-            best + 1
+            (best + 1, source)
         }
     }
 }

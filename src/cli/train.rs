@@ -13,7 +13,7 @@ pub struct Args {
     /// Output folder: config.json, model.safetensors, metrics.json, checkpoints.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 30)]
     pub epochs: usize,
     /// Continue from the checkpoint in `--out` (same data and options).
     #[arg(long)]
@@ -21,7 +21,7 @@ pub struct Args {
     /// Stop after this many minutes, keeping the best weights so far.
     #[arg(long)]
     pub max_minutes: Option<f64>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Peak learning rate (AdamW, warmup then cosine decay).
     #[arg(long, default_value_t = 3e-3)]
@@ -31,8 +31,14 @@ pub struct Args {
     pub hidden: usize,
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
+    /// Dropout on embeddings, between layers and before the heads (training only).
+    #[arg(long, default_value_t = 0.2)]
+    pub dropout: f32,
+    /// Longest training window in tokens (2 per note): most tunes fit whole at 512.
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
     /// Epochs without validation improvement before stopping early.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub patience: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -48,8 +54,10 @@ pub fn run(args: Args) -> Result<()> {
         model: LstmConfig {
             hidden: args.hidden,
             layers: args.layers,
+            dropout: args.dropout,
             ..LstmConfig::default()
         },
+        window: args.window,
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
@@ -63,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("read {} melodies ({skipped} files skipped)", tunes.len());
     let m = train(&tunes, skipped, &args.out, &opts)?;
     println!(
-        "{}; best epoch {}: validation {:.3} bits/note (pitch {:.3}, duration {:.3}) over {} notes; {:.1} min, {:.0} tokens/s -> {}",
+        "{}; best epoch {}: validation {:.3} bits/note (pitch {:.3}, duration {:.3}) over {} notes; {:.1} min, {:.0} notes/s -> {}",
         m.stopped,
         m.best_epoch,
         m.best_val.total,
@@ -71,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
         m.best_val.duration,
         m.best_val.notes,
         m.minutes,
-        m.tokens_per_second,
+        m.notes_per_second,
         args.out.display()
     );
     Ok(())

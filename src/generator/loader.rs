@@ -12,6 +12,7 @@ pub const EMBEDDED_MARKOV: &[u8] = include_bytes!("../../models/markov.bin");
 /// The shipped neural model (config + weights), embedded for the same reason.
 pub const EMBEDDED_NEURAL_CONFIG: &[u8] = include_bytes!("../../models/neural/config.json");
 pub const EMBEDDED_NEURAL_WEIGHTS: &[u8] = include_bytes!("../../models/neural/model.safetensors");
+pub const EMBEDDED_NEURAL_GUARD: &[u8] = include_bytes!("../../models/neural/copyguard.bin");
 
 /// Environment variable naming a model to use instead of the shipped one: a Markov
 /// `.bin` file or a neural model folder.
@@ -51,7 +52,9 @@ pub fn load(choice: &ModelChoice) -> (Box<dyn Generator>, Option<String>) {
     match choice {
         ModelChoice::Markov => (embedded_markov(), None),
         ModelChoice::Default => {
-            match NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS) {
+            match NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
+                .and_then(|g| g.with_guard(EMBEDDED_NEURAL_GUARD))
+            {
                 Ok(g) => (Box::new(g), None),
                 Err(err) => fallback(format!("the shipped neural model is unusable: {err:#}")),
             }
@@ -105,6 +108,13 @@ mod tests {
         let (g, why) = load(&ModelChoice::Default);
         assert_eq!(why, None);
         assert_ne!(g.name(), "markov");
+        let neural = NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
+            .and_then(|g| g.with_guard(EMBEDDED_NEURAL_GUARD))
+            .unwrap();
+        assert!(
+            neural.guard_windows() > 100_000,
+            "the shipped guard indexes the corpus"
+        );
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The neural generator: the LSTM of `crate::model` behind the `Generator` seam.
 //!
-//! Decoding is incremental: the header (style, meter, key) and, in Continue mode, the
-//! producer's phrase are read once, then each note costs two model steps (pitch, duration).
-//! All controls are applied on logits by `model::sampler`.
+//! Decoding is incremental: the conditioning (style, meter, key) is set once and, in
+//! Continue mode, the producer's phrase is read note by note; then each new note costs one
+//! model step (pitch logits) plus the small duration layer. All controls are applied on
+//! logits by `model::sampler`.
 
 use super::markov::{TPQ, bar_ticks};
 use super::{Generator, Mode, Phrase, PhraseRequest};
+use crate::model::copyguard::CopyGuard;
 use crate::model::lstm::{Lstm, LstmState};
 use crate::model::sampler::{PitchRules, SamplerConfig, duration_bias, pitch_bias, sample};
 use crate::model::tokenizer::{
-    Style, header, key_pitch_token, ticks_token, token_key_pitch, token_ticks,
+    BOS, PAD, Style, cond_tokens, key_pitch_token, ticks_token, token_key_pitch, token_ticks,
 };
-use crate::model::{CONFIG_FILE, WEIGHTS_FILE, load_model};
+use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, load_model};
 use crate::music::{BeatNote, Key, SeedRng};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -27,6 +29,8 @@ pub struct NeuralGenerator {
     /// Style tag the model is conditioned on (`Any` by default).
     pub style: Style,
     pub sampler: SamplerConfig,
+    /// Originality guard (empty when the model folder has none).
+    guard: CopyGuard,
     buffers: Buffers,
 }
 
@@ -54,33 +58,56 @@ impl NeuralGenerator {
             pool,
             style: Style::Any,
             sampler: SamplerConfig::default(),
+            guard: CopyGuard::default(),
             buffers,
         })
     }
 
-    /// Loads a model directory (`config.json` + `model.safetensors`).
+    /// Adds the originality guard from the contents of `copyguard.bin`.
+    pub fn with_guard(mut self, guard_bytes: &[u8]) -> Result<Self> {
+        self.guard = CopyGuard::from_bytes(guard_bytes)?;
+        Ok(self)
+    }
+
+    /// How many training windows the originality guard knows (0: no guard).
+    pub fn guard_windows(&self) -> usize {
+        self.guard.windows()
+    }
+
+    /// Loads a model directory (`config.json` + `model.safetensors`, and `copyguard.bin`
+    /// when there is one: a model trained before the guard existed runs without it).
     pub fn load(dir: &Path) -> Result<Self> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
         };
-        Self::from_bytes(&read(CONFIG_FILE)?, &read(WEIGHTS_FILE)?)
-            .with_context(|| format!("neural model in {} is unusable", dir.display()))
+        let g = Self::from_bytes(&read(CONFIG_FILE)?, &read(WEIGHTS_FILE)?)
+            .with_context(|| format!("neural model in {} is unusable", dir.display()))?;
+        if !dir.join(GUARD_FILE).exists() {
+            return Ok(g);
+        }
+        g.with_guard(&read(GUARD_FILE)?)
+            .with_context(|| format!("originality guard in {} is unusable", dir.display()))
     }
 
     pub fn model(&self) -> &Lstm {
         &self.model
     }
 
-    /// Decoding state after reading only the header; exposed for benchmarks and tests.
-    pub fn zero_state(&self) -> candle_core::Result<LstmState> {
-        self.model.zero_state()
+    /// Decoding state before the first note; exposed for benchmarks and tests.
+    pub fn start_state(
+        &self,
+        meter: crate::music::Meter,
+        key: Key,
+    ) -> candle_core::Result<LstmState> {
+        self.model.start(cond_tokens(self.style, meter, key))
     }
 }
 
 /// Writes one phrase, token by token.
 fn decode(
     model: &Lstm,
+    guard: &CopyGuard,
     style: Style,
     cfg: SamplerConfig,
     buf: &mut Buffers,
@@ -110,17 +137,14 @@ fn decode(
     };
     let context_ticks: u32 = context.iter().filter_map(|c| token_ticks(c.1)).sum();
     let mut t_ctx = (bar - context_ticks % bar) % bar;
-    let mut state = model.zero_state()?;
-    let mut logits = Vec::new();
-    let head = header(style, req.meter, s.key, t_ctx);
-    for (&tok, &pos) in head.tokens.iter().zip(&head.pos) {
-        logits = model.step(tok, pos, &mut state)?;
-    }
+    let mut state = model.start(cond_tokens(style, req.meter, s.key))?;
+    // The note read at the next step: (pitch-kind token, duration token).
+    let mut prev = (BOS, PAD);
     let mut recent: Vec<u8> = Vec::new();
     for &(p, d) in &context {
-        model.step(p, (t_ctx % bar) as u16, &mut state)?;
+        model.step(prev.0, prev.1, (t_ctx % bar) as u16, &mut state)?;
+        prev = (p, d);
         t_ctx += token_ticks(d).unwrap_or(TPQ);
-        logits = model.step(d, (t_ctx % bar) as u16, &mut state)?;
         recent.extend(token_key_pitch(p, s.key));
     }
 
@@ -128,6 +152,8 @@ fn decode(
     let mut phrase: Phrase = vec![Vec::new(); req.bars];
     // (onset tick, pitch or rest, duration token) of what we played, for motif reuse.
     let mut played: Vec<(u32, Option<u8>, u32)> = Vec::new();
+    // (pitch, onset tick) of the notes played, for the originality guard.
+    let mut notes: Vec<(u8, u32)> = Vec::new();
     let mut t = 0;
     while t < total {
         let pos = t % bar;
@@ -148,14 +174,15 @@ fn decode(
             repeated: (n >= 2 && recent[n - 1] == recent[n - 2]).then(|| recent[n - 1]),
             repeat_penalty: cfg.repeat_penalty,
         };
+        let logits = model.step(prev.0, prev.1, pos as u16, &mut state)?;
         pitch_bias(&mut buf.bias, &rules);
+        guard_copies(guard, &notes, t, s.key, &mut buf.bias);
         let (p_tok, pitch) =
             match sample(&logits, &buf.bias, temp, cfg.top_p, rng, &mut buf.scratch) {
                 Some(tok) => (tok, token_key_pitch(tok, s.key)),
                 None => fallback_pitch(&rules),
             };
-        logits = model.step(p_tok, pos as u16, &mut state)?;
-
+        let logits = model.duration_logits(p_tok, &state)?;
         duration_bias(
             &mut buf.bias,
             bar - pos,
@@ -177,14 +204,41 @@ fn decode(
                 velocity: s.velocity,
             });
             recent.push(p);
+            notes.push((p, t));
         }
         played.push((t, pitch, fed));
+        prev = (p_tok, fed);
         t += ticks;
-        if t < total {
-            logits = model.step(fed, (t % bar) as u16, &mut state)?;
-        }
     }
     Ok(phrase)
+}
+
+/// Masks the pitches that would complete a run copied from a training tune (see
+/// `model::copyguard`), unless nothing else would be left to play. `notes` are the
+/// (pitch, onset) of the notes so far; the next one starts at tick `now`.
+fn guard_copies(guard: &CopyGuard, notes: &[(u8, u32)], now: u32, key: Key, bias: &mut [f32]) {
+    const STEPS: usize = crate::model::copyguard::COPY_NOTES - 1;
+    if notes.len() < STEPS || guard.windows() == 0 {
+        return;
+    }
+    let last = &notes[notes.len() - STEPS..];
+    let mut recent = [(0u8, 0u32); STEPS];
+    for (i, r) in recent.iter_mut().enumerate() {
+        let next_onset = last.get(i + 1).map_or(now, |n| n.1);
+        *r = (last[i].0, next_onset - last[i].1);
+    }
+    let copies: Vec<usize> = (0..bias.len())
+        .filter(|&tok| bias[tok].is_finite())
+        .filter(|&tok| {
+            token_key_pitch(tok as u32, key).is_some_and(|p| guard.would_copy(&recent, p))
+        })
+        .collect();
+    let allowed = bias.iter().filter(|b| b.is_finite()).count();
+    if copies.len() < allowed {
+        for tok in copies {
+            bias[tok] = f32::NEG_INFINITY;
+        }
+    }
 }
 
 /// The token of a pitch moved by octaves into the vocabulary's range.
@@ -221,9 +275,10 @@ impl Generator for NeuralGenerator {
             pool,
             style,
             sampler,
+            guard,
             buffers,
         } = self;
-        pool.install(|| decode(model, *style, *sampler, buffers, request, rng))
+        pool.install(|| decode(model, guard, *style, *sampler, buffers, request, rng))
             .unwrap_or_else(|err| {
                 eprintln!("melodist: neural generator failed ({err}); this phrase is silent");
                 vec![Vec::new(); request.bars]
@@ -235,6 +290,45 @@ impl Generator for NeuralGenerator {
 mod tests {
     use super::*;
     use crate::generator::markov::DURATIONS;
+
+    #[test]
+    fn the_guard_masks_only_the_copying_pitch_and_never_everything() {
+        let c = Key::new(crate::music::PitchClass::C, crate::music::Scale::Major);
+        // A training tune: 14 eighth notes (6 ticks) of a C-major scale.
+        let tune: Vec<(u8, u32)> = (60u8..90)
+            .filter(|&p| c.contains(p))
+            .take(14)
+            .map(|p| (p, 6))
+            .collect();
+        let guard = CopyGuard::build([tune.as_slice()]);
+        // We played its first 12 notes; the 13th (tune[12]) would complete a copy.
+        let notes: Vec<(u8, u32)> = tune[..12]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.0, 6 * i as u32))
+            .collect();
+        let now = 6 * 12;
+        let tok = |p: u8| key_pitch_token(p, c).unwrap() as usize;
+        let mut bias = vec![f32::NEG_INFINITY; 146];
+        for p in [tune[12].0, tune[12].0 + 2, tune[12].0 - 1] {
+            bias[tok(p)] = 0.0;
+        }
+        guard_copies(&guard, &notes, now, c, &mut bias);
+        assert_eq!(bias[tok(tune[12].0)], f32::NEG_INFINITY);
+        assert_eq!(bias[tok(tune[12].0 + 2)], 0.0);
+        assert_eq!(bias[tok(tune[12].0 - 1)], 0.0);
+        // If the copying pitch is all that is allowed, it stays (the phrase goes on).
+        let mut only = vec![f32::NEG_INFINITY; 146];
+        only[tok(tune[12].0)] = 0.0;
+        guard_copies(&guard, &notes, now, c, &mut only);
+        assert_eq!(only[tok(tune[12].0)], 0.0);
+        // A different rhythm before it is not a copy.
+        let mut later = vec![f32::NEG_INFINITY; 146];
+        later[tok(tune[12].0)] = 0.0;
+        later[tok(tune[12].0 + 2)] = 0.0;
+        guard_copies(&guard, &notes, now + 6, c, &mut later);
+        assert_eq!(later[tok(tune[12].0)], 0.0);
+    }
 
     #[test]
     fn fold_and_durations() {

@@ -4,8 +4,11 @@
 //! - `config.json`: a [`ModelFile`] (format tag, network shape, checksum of the weights);
 //! - `model.safetensors`: the weights.
 //!
-//! Training adds `metrics.json` and, while running, `checkpoint.*` for resuming.
+//! Training adds `copyguard.bin` (the originality guard, used when present),
+//! `metrics.json` and, while running, `checkpoint.*` for resuming.
 
+pub mod adamw;
+pub mod copyguard;
 pub mod lstm;
 pub mod sampler;
 pub mod tokenizer;
@@ -21,7 +24,10 @@ use std::path::Path;
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const METRICS_FILE: &str = "metrics.json";
-const FORMAT: &str = "melodist-neural-lstm/1";
+/// Optional: the originality guard built from the training tunes (`model::copyguard`).
+pub const GUARD_FILE: &str = "copyguard.bin";
+/// Version 2: one step per note, conditioning at every step (version 1 read tokens).
+const FORMAT: &str = "melodist-neural-lstm/2";
 
 /// `config.json`: everything needed to rebuild the network around the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]

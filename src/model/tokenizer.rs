@@ -253,6 +253,61 @@ pub fn header(style: Style, meter: Meter, key: Key, first_pos: u32) -> TokenSeq 
     seq
 }
 
+/// The header tokens the model is conditioned on at every step: style, meter, key.
+pub fn cond_tokens(style: Style, meter: Meter, key: Key) -> [u32; 3] {
+    [style.token(), meter_token(meter), key_token(key)]
+}
+
+/// The model's view of a token sequence: one step per note (see `model::lstm`).
+///
+/// Step `t` reads the previous note (`BOS`, `PAD` before the first) and the bar position
+/// where note `t` starts, and predicts note `t`'s pitch-kind token (pitch, `REST` or `END`)
+/// and duration token (`PAD` after `END`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NoteSeq {
+    pub cond: [u32; 3],
+    pub prev_pitch: Vec<u32>,
+    pub prev_dur: Vec<u32>,
+    pub pos: Vec<u32>,
+    pub pitch: Vec<u32>,
+    pub dur: Vec<u32>,
+}
+
+impl NoteSeq {
+    pub fn len(&self) -> usize {
+        self.pitch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pitch.is_empty()
+    }
+
+    /// Groups `seq` (header, then pitch/duration pairs, maybe `END`) into note steps.
+    pub fn from_tokens(seq: &TokenSeq) -> NoteSeq {
+        let t = &seq.tokens;
+        let mut out = NoteSeq {
+            cond: [t[1], t[2], t[3]],
+            ..Default::default()
+        };
+        let (mut prev_p, mut prev_d) = (BOS, PAD);
+        let mut i = 4;
+        while i < t.len() {
+            let last = t[i] == END || i + 1 >= t.len();
+            out.prev_pitch.push(prev_p);
+            out.prev_dur.push(prev_d);
+            out.pos.push(seq.pos[i] as u32);
+            out.pitch.push(t[i]);
+            out.dur.push(if last { PAD } else { t[i + 1] });
+            if last {
+                break;
+            }
+            (prev_p, prev_d) = (t[i], t[i + 1]);
+            i += 2;
+        }
+        out
+    }
+}
+
 /// The melody's key: its key signature, else the detected one.
 pub fn melody_key(m: &Melody) -> Option<Key> {
     m.key.or_else(|| detect_key(&histogram(m)))
@@ -288,7 +343,8 @@ pub fn encode(m: &Melody, style: Style) -> Option<TokenSeq> {
             });
         seq.push(dur_token(ev.duration), next % bar);
     }
-    seq.push(END, 0);
+    let end_pos = *seq.pos.last().expect("at least one note") as u32;
+    seq.push(END, end_pos);
     // The header's positions are the first token's onset.
     let first_pos = seq.pos[4];
     seq.pos[..4].fill(first_pos);
@@ -423,6 +479,28 @@ mod tests {
             .position(|&t| token_pitch(t).is_some())
             .unwrap();
         assert_eq!(seq.pos[first_pitch], 30);
+
+        // The model's note steps: the same notes, each reading the one before.
+        let steps = NoteSeq::from_tokens(&seq);
+        assert_eq!(steps.cond, [seq.tokens[1], seq.tokens[2], seq.tokens[3]]);
+        assert_eq!((steps.prev_pitch[0], steps.prev_dur[0]), (BOS, PAD));
+        assert_eq!(steps.len(), (seq.len() - 4).div_ceil(2));
+        assert_eq!(
+            (*steps.pitch.last().unwrap(), *steps.dur.last().unwrap()),
+            (END, PAD)
+        );
+        for i in 0..steps.len() - 1 {
+            assert_eq!(steps.pitch[i], seq.tokens[4 + 2 * i]);
+            assert_eq!(steps.dur[i], seq.tokens[5 + 2 * i]);
+            assert_eq!(steps.pos[i], seq.pos[4 + 2 * i] as u32);
+            assert_eq!(
+                (steps.prev_pitch[i + 1], steps.prev_dur[i + 1]),
+                (steps.pitch[i], steps.dur[i])
+            );
+        }
+        // END sits where the next note would have started: after the final 2-beat note.
+        assert_eq!(*steps.pos.last().unwrap(), 0);
+        assert_eq!(steps.pos[steps.len() - 2], 12);
     }
 
     #[test]

@@ -7,21 +7,24 @@
 //! - Each epoch every window gets a random transposition (−5..=+6 semitones, kept inside
 //!   the pitch vocabulary) and its style tag is dropped 15% of the time.
 //! - AdamW, linear warmup then cosine decay to a tenth of the peak rate, gradient clipping.
+//! - Before training: the originality guard (`copyguard.bin`) from every tune read.
 //! - After every epoch: validation bits/note; the best weights are kept as the model, a
-//!   checkpoint allows `--resume`, and training stops early after `patience` epochs
+//!   checkpoint (weights and optimizer moments) allows `--resume`, and training stops early after `patience` epochs
 //!   without improvement (or when the time budget runs out).
 
-use super::lstm::{Lstm, LstmConfig};
+use super::adamw::AdamW;
+use super::copyguard::{CopyGuard, melody_line};
+use super::lstm::{Lstm, LstmConfig, NoteBatch};
 use super::tokenizer::{
-    DUR0, END, METER0, PAD, PITCH0, REST, Style, TokenSeq, encode, token_pitch,
+    DUR0, END, METER0, NoteSeq, PAD, PITCH0, REST, Style, TokenSeq, encode, token_pitch,
 };
-use super::{METRICS_FILE, save_model};
+use super::{GUARD_FILE, METRICS_FILE, save_model};
 use crate::generator::markov::fnv1a;
 use crate::midi::{Melody, collect_midi_files, read_melody};
 use crate::music::SeedRng;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,6 +34,8 @@ pub const VAL_PERCENT: u64 = 5;
 const SPLIT_SALT: &str = "melodist-split-v1";
 const CHECKPOINT_WEIGHTS: &str = "checkpoint.safetensors";
 const CHECKPOINT_STATE: &str = "checkpoint.json";
+/// AdamW moments, so a resumed run continues exactly as an uninterrupted one would.
+const CHECKPOINT_OPTIMIZER: &str = "checkpoint.optimizer.safetensors";
 
 /// One melody of the corpus, with what the split and the conditioning need.
 pub struct CorpusTune {
@@ -83,6 +88,18 @@ pub fn load_corpus(dirs: &[PathBuf]) -> Result<(Vec<CorpusTune>, usize)> {
     Ok((tunes, skipped))
 }
 
+/// Writes the originality guard for a model trained on `tunes` into `out` (see
+/// `model::copyguard`); returns how many windows it indexes.
+pub fn write_guard(out: &Path, tunes: &[CorpusTune]) -> Result<usize> {
+    let lines: Vec<Vec<(u8, u32)>> = tunes.iter().map(|t| melody_line(&t.melody)).collect();
+    let guard = CopyGuard::build(lines.iter().map(Vec::as_slice));
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let path = out.join(GUARD_FILE);
+    std::fs::write(&path, guard.to_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(guard.windows())
+}
+
 /// Everything `melodist train` can set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainOptions {
@@ -108,14 +125,14 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             model: LstmConfig::default(),
-            epochs: 8,
-            batch_size: 32,
-            window: 128,
+            epochs: 30,
+            batch_size: 16,
+            window: 512,
             lr: 3e-3,
             weight_decay: 0.01,
-            warmup_steps: 100,
+            warmup_steps: 200,
             clip_norm: 1.0,
-            patience: 2,
+            patience: 3,
             max_minutes: None,
             seed: 1,
             resume: false,
@@ -164,11 +181,11 @@ pub struct Metrics {
     pub skipped_files: usize,
     pub train_tunes: usize,
     pub val_tunes: usize,
-    pub train_tokens_per_epoch: usize,
+    pub train_notes_per_epoch: usize,
     pub parameters: usize,
     pub steps: usize,
     pub minutes: f64,
-    pub tokens_per_second: f64,
+    pub notes_per_second: f64,
     pub best_epoch: usize,
     pub best_val: BitsPerNote,
     pub stopped: String,
@@ -217,7 +234,9 @@ pub fn train(
         .iter()
         .flat_map(|s| windows(s, opts.window))
         .collect();
-    let tokens_per_epoch: usize = windows.iter().map(TokenSeq::len).sum();
+    let notes_per_epoch: usize = windows.iter().map(|w| (w.len() - 3) / 2).sum();
+    // Every tune read (validation ones too): the model must not copy any of them.
+    write_guard(out, tunes)?;
 
     let mut varmap = VarMap::new();
     let model = Lstm::new(
@@ -252,22 +271,26 @@ pub fn train(
         weight_decay: opts.weight_decay,
         ..Default::default()
     };
-    let mut opt = AdamW::new(varmap.all_vars(), params)?;
+    let mut opt = AdamW::new(&varmap, params)?;
+    if opts.resume {
+        opt.load(&out.join(CHECKPOINT_OPTIMIZER), ck.step)
+            .context("--resume: cannot load checkpoint.optimizer.safetensors")?;
+    }
     let vars = varmap.all_vars();
     let batches_per_epoch = windows.len().div_ceil(opts.batch_size);
     let total_steps = batches_per_epoch * opts.epochs;
     eprintln!(
-        "{} train tunes ({} windows, {} tokens/epoch), {} validation tunes, {} parameters",
+        "{} train tunes ({} windows, {} notes/epoch), {} validation tunes, {} parameters",
         train_seqs.len(),
         windows.len(),
-        tokens_per_epoch,
+        notes_per_epoch,
         val_seqs.len(),
         model.parameter_count()
     );
 
     let start = Instant::now();
     let minutes = |ck: &Checkpoint| ck.minutes + start.elapsed().as_secs_f64() / 60.0;
-    let mut tokens_seen = 0usize;
+    let mut notes_seen = 0usize;
     let mut stopped = "all epochs done".to_string();
     while ck.next_epoch < opts.epochs {
         let epoch = ck.next_epoch;
@@ -281,9 +304,9 @@ pub fn train(
         let mut out_of_time = false;
         for batch in &batches {
             let lr = lr_at(ck.step, opts.warmup_steps, total_steps, opts.lr);
-            opt.set_learning_rate(lr);
-            let (input, pos, target, mask) = batch_tensors(batch, true)?;
-            let loss = masked_loss(&model.forward(&input, &pos, true)?, &target, &mask)?;
+            opt.params.lr = lr;
+            let (input, target) = note_batch(batch)?;
+            let loss = note_loss(&model.forward(&input, true)?, &target)?;
             let mut grads = loss.backward()?;
             clip_gradients(&mut grads, &vars, opts.clip_norm)?;
             opt.step(&grads)?;
@@ -291,9 +314,9 @@ pub fn train(
             let l = loss.to_scalar::<f32>()? as f64;
             loss_sum += l;
             loss_n += 1;
-            tokens_seen += batch.iter().map(|s| s.len() - 1).sum::<usize>();
-            let tps = tokens_seen as f64 / start.elapsed().as_secs_f64();
-            let msg = format!("loss {l:.3}  lr {lr:.1e}  {tps:.0} tok/s");
+            notes_seen += batch.iter().map(NoteSeq::len).sum::<usize>();
+            let nps = notes_seen as f64 / start.elapsed().as_secs_f64();
+            let msg = format!("loss {l:.3}  lr {lr:.1e}  {nps:.0} notes/s");
             if opts.progress && bar.is_hidden() && ck.step.is_multiple_of(20) {
                 // No terminal (a log file): print a line now and then instead of a bar.
                 eprintln!(
@@ -316,7 +339,7 @@ pub fn train(
             epoch: epoch + 1,
             train_loss: loss_sum / loss_n.max(1) as f64,
             val,
-            lr: opt.learning_rate(),
+            lr: opt.params.lr,
             minutes: minutes(&ck),
         };
         eprintln!(
@@ -332,6 +355,7 @@ pub fn train(
             ck.bad_epochs += 1;
         }
         varmap.save(out.join(CHECKPOINT_WEIGHTS))?;
+        opt.save(&out.join(CHECKPOINT_OPTIMIZER))?;
         let mut saved = ck.clone();
         saved.minutes = minutes(&ck);
         std::fs::write(
@@ -361,11 +385,11 @@ pub fn train(
         skipped_files: skipped,
         train_tunes: train_seqs.len(),
         val_tunes: val_seqs.len(),
-        train_tokens_per_epoch: tokens_per_epoch,
+        train_notes_per_epoch: notes_per_epoch,
         parameters: model.parameter_count(),
         steps: ck.step,
         minutes: minutes(&ck),
-        tokens_per_second: tokens_seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        notes_per_second: notes_seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
         best_epoch: ck.best_epoch,
         best_val,
         stopped,
@@ -410,13 +434,13 @@ pub fn windows(seq: &TokenSeq, max_len: usize) -> Vec<TokenSeq> {
 }
 
 /// Shuffled, augmented batches of similar length (less padding).
-fn epoch_batches(windows: &[TokenSeq], batch: usize, mut rng: SeedRng) -> Vec<Vec<TokenSeq>> {
+fn epoch_batches(windows: &[TokenSeq], batch: usize, mut rng: SeedRng) -> Vec<Vec<NoteSeq>> {
     let mut order: Vec<usize> = (0..windows.len()).collect();
     shuffle(&mut order, &mut rng);
     for chunk in order.chunks_mut(batch * 16) {
         chunk.sort_by_key(|&i| windows[i].len());
     }
-    let mut batches: Vec<Vec<TokenSeq>> = order
+    let mut batches: Vec<Vec<NoteSeq>> = order
         .chunks(batch)
         .map(|idx| {
             idx.iter()
@@ -426,7 +450,7 @@ fn epoch_batches(windows: &[TokenSeq], batch: usize, mut rng: SeedRng) -> Vec<Ve
                         w.tokens[1] = Style::Any.token();
                     }
                     let shift = (rng.next_u64() % 12) as i32 - 5;
-                    w.transposed(shift).unwrap_or(w)
+                    NoteSeq::from_tokens(&w.transposed(shift).unwrap_or(w))
                 })
                 .collect()
         })
@@ -441,30 +465,67 @@ fn shuffle<T>(v: &mut [T], rng: &mut SeedRng) {
     }
 }
 
-/// Padded `[B, T]` tensors: inputs, positions, targets (next tokens), target mask.
-/// With `shift` false the inputs are the whole sequences (for scoring every token).
-fn batch_tensors(seqs: &[TokenSeq], shift: bool) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-    let k = shift as usize;
-    let t = seqs.iter().map(|s| s.len() - k).max().unwrap_or(1);
-    let (mut inp, mut pos, mut tgt, mut mask) = (vec![], vec![], vec![], vec![]);
-    for s in seqs {
-        let n = s.len() - k;
-        for i in 0..t {
-            let real = i < n;
-            inp.push(if real { s.tokens[i] } else { PAD });
-            pos.push(if real { s.pos[i] as u32 } else { 0 });
-            tgt.push(if real && shift { s.tokens[i + 1] } else { PAD });
-            mask.push(if real { 1f32 } else { 0.0 });
+/// What the model should predict at each step of a [`NoteBatch`], with masks
+/// (0 on padding; the duration mask is also 0 on `END` steps, which have no duration).
+struct Targets {
+    pitch: Tensor,
+    dur: Tensor,
+    pitch_mask: Tensor,
+    dur_mask: Tensor,
+}
+
+/// Pads note sequences into `[B, T]` tensors.
+fn note_batch(seqs: &[NoteSeq]) -> Result<(NoteBatch, Targets)> {
+    let t = seqs.iter().map(NoteSeq::len).max().unwrap_or(1).max(1);
+    let n = seqs.len() * t;
+    let (mut pp, mut pd, mut pos, mut pitch, mut dur) = (
+        vec![PAD; n],
+        vec![PAD; n],
+        vec![0u32; n],
+        vec![PAD; n],
+        vec![PAD; n],
+    );
+    let (mut pmask, mut dmask) = (vec![0f32; n], vec![0f32; n]);
+    let mut cond = Vec::with_capacity(seqs.len() * 3);
+    for (row, s) in seqs.iter().enumerate() {
+        cond.extend_from_slice(&s.cond);
+        let o = row * t;
+        pp[o..o + s.len()].copy_from_slice(&s.prev_pitch);
+        pd[o..o + s.len()].copy_from_slice(&s.prev_dur);
+        pos[o..o + s.len()].copy_from_slice(&s.pos);
+        pitch[o..o + s.len()].copy_from_slice(&s.pitch);
+        dur[o..o + s.len()].copy_from_slice(&s.dur);
+        for i in 0..s.len() {
+            pmask[o + i] = 1.0;
+            dmask[o + i] = (s.dur[i] != PAD) as u8 as f32;
         }
     }
-    let dev = &Device::Cpu;
     let shape = (seqs.len(), t);
+    let dev = &Device::Cpu;
+    let u = |v: Vec<u32>| Tensor::from_vec(v, shape, dev);
+    let f = |v: Vec<f32>| Tensor::from_vec(v, shape, dev);
+    let pitch = u(pitch)?;
     Ok((
-        Tensor::from_vec(inp, shape, dev)?,
-        Tensor::from_vec(pos, shape, dev)?,
-        Tensor::from_vec(tgt, shape, dev)?,
-        Tensor::from_vec(mask, shape, dev)?,
+        NoteBatch {
+            cond: Tensor::from_vec(cond, (seqs.len(), 3), dev)?,
+            prev_pitch: u(pp)?,
+            prev_dur: u(pd)?,
+            pos: u(pos)?,
+            pitch: pitch.clone(),
+        },
+        Targets {
+            pitch,
+            dur: u(dur)?,
+            pitch_mask: f(pmask)?,
+            dur_mask: f(dmask)?,
+        },
     ))
+}
+
+/// Training loss: nats per note, pitch part + duration part.
+fn note_loss((pitch_logits, dur_logits): &(Tensor, Tensor), t: &Targets) -> Result<Tensor> {
+    Ok((masked_loss(pitch_logits, &t.pitch, &t.pitch_mask)?
+        + masked_loss(dur_logits, &t.dur, &t.dur_mask)?)?)
 }
 
 /// Mean next-token cross-entropy (nats) over unmasked positions. Built from differentiable
@@ -508,28 +569,37 @@ pub fn note_bits(model: &Lstm, seqs: &[TokenSeq]) -> Result<Vec<(f32, f32)>> {
     order.sort_by_key(|&i| seqs[i].len());
     let mut out = Vec::new();
     for chunk in order.chunks(16) {
-        let batch: Vec<TokenSeq> = chunk.iter().map(|&i| seqs[i].clone()).collect();
-        let (input, pos, _, _) = batch_tensors(&batch, false)?;
-        let logits: Vec<Vec<Vec<f32>>> = model.forward(&input, &pos, false)?.to_vec3()?;
-        for (seq, logits) in batch.iter().zip(&logits) {
-            out.extend(seq_note_bits(&seq.tokens, logits));
+        let batch: Vec<NoteSeq> = chunk
+            .iter()
+            .map(|&i| NoteSeq::from_tokens(&seqs[i]))
+            .collect();
+        let (input, _) = note_batch(&batch)?;
+        let (pitch_logits, dur_logits) = model.forward(&input, false)?;
+        let pitch_logits: Vec<Vec<Vec<f32>>> = pitch_logits.to_vec3()?;
+        let dur_logits: Vec<Vec<Vec<f32>>> = dur_logits.to_vec3()?;
+        for (i, seq) in batch.iter().enumerate() {
+            out.extend(seq_note_bits(seq, &pitch_logits[i], &dur_logits[i]));
         }
     }
     Ok(out)
 }
 
-fn seq_note_bits(tokens: &[u32], logits: &[Vec<f32>]) -> Vec<(f32, f32)> {
+fn seq_note_bits(
+    seq: &NoteSeq,
+    pitch_logits: &[Vec<f32>],
+    dur_logits: &[Vec<f32>],
+) -> Vec<(f32, f32)> {
     let is_pitch_kind = |t: u32| t == REST || t == END || (PITCH0..DUR0).contains(&t);
     let is_dur = |t: u32| (DUR0..METER0).contains(&t);
     let mut out = Vec::new();
     let mut seen_pitch = false;
-    for i in (4..tokens.len().saturating_sub(1)).step_by(2) {
-        if token_pitch(tokens[i]).is_none() {
+    for i in 0..seq.len() {
+        if token_pitch(seq.pitch[i]).is_none() || seq.dur[i] == PAD {
             continue;
         }
         if seen_pitch {
-            let pitch = class_bits(&logits[i - 1], tokens[i], is_pitch_kind);
-            let dur = class_bits(&logits[i], tokens[i + 1], is_dur);
+            let pitch = class_bits(&pitch_logits[i], seq.pitch[i], is_pitch_kind);
+            let dur = class_bits(&dur_logits[i], seq.dur[i], is_dur);
             out.push((dur, pitch));
         }
         seen_pitch = true;
