@@ -14,7 +14,7 @@ use crate::model::tokenizer::{
     BOS, PAD, Style, cond_tokens, key_pitch_token, ticks_token, token_key_pitch, token_ticks,
 };
 use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, load_model};
-use crate::music::{BeatNote, Key, SeedRng};
+use crate::music::{BeatNote, Key, Meter, SeedRng};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -95,16 +95,12 @@ impl NeuralGenerator {
     }
 
     /// Decoding state before the first note; exposed for benchmarks and tests.
-    pub fn start_state(
-        &self,
-        meter: crate::music::Meter,
-        key: Key,
-    ) -> candle_core::Result<LstmState> {
+    pub fn start_state(&self, meter: Meter, key: Key) -> candle_core::Result<LstmState> {
         self.model.start(cond_tokens(self.style, meter, key))
     }
 }
 
-/// Writes one phrase, token by token.
+/// Writes one phrase, note by note.
 fn decode(
     model: &Lstm,
     guard: &CopyGuard,

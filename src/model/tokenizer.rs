@@ -24,9 +24,10 @@
 //!
 //! Bar lines are not tokens: every token also carries its **position in the bar** (the
 //! tick, mod bar length, at which the next note starts once this token is read). It is
-//! derived from the durations, never predicted, and the model adds a learned embedding of
-//! it to the token embedding. This keeps sequences short (speed) while the model always
-//! knows where the downbeat is.
+//! derived from the durations, never predicted. The model reads the sequence one note per
+//! step ([`NoteSeq`]: previous pitch and duration, position of the next onset, header as
+//! conditioning), which keeps recurrent steps few (speed) while it always knows where the
+//! downbeat is.
 //!
 //! Events are exactly the Markov baseline's (`markov::events_of`), so both models are
 //! scored on the same notes.

@@ -1,7 +1,8 @@
 //! Training and evaluating the LSTM, in the spirit of nanoGPT: one readable loop.
 //!
 //! - Data: every MIDI file under the given folders, reduced to one melody line, tokenised.
-//!   Long tunes are cut into windows that each repeat the tune's header.
+//!   Long tunes are cut into windows that each repeat the tune's header; the model reads
+//!   each window one note per step (`NoteSeq`).
 //! - Validation split **by tune** with a fixed salt; the voices of one Bach chorale
 //!   (`bwvNNN_soprano/alto/tenor/bass`) share a group so they fall on the same side.
 //! - Each epoch every window gets a random transposition (−5..=+6 semitones, kept inside
@@ -9,8 +10,8 @@
 //! - AdamW, linear warmup then cosine decay to a tenth of the peak rate, gradient clipping.
 //! - Before training: the originality guard (`copyguard.bin`) from every tune read.
 //! - After every epoch: validation bits/note; the best weights are kept as the model, a
-//!   checkpoint (weights and optimizer moments) allows `--resume`, and training stops early after `patience` epochs
-//!   without improvement (or when the time budget runs out).
+//!   checkpoint (weights and optimizer moments) allows `--resume`, and training stops
+//!   early after `patience` epochs without improvement (or when the time budget runs out).
 
 use super::adamw::AdamW;
 use super::copyguard::{CopyGuard, melody_line};
