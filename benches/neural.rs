@@ -7,6 +7,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{GenSettings, Generator, PhraseRequest};
+use melodist::model::tokenizer::Style;
 use melodist::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE};
 use melodist::music::{Meter, SeedRng};
 use std::hint::black_box;
@@ -71,6 +72,7 @@ fn bench(c: &mut Criterion) {
     let model = g.model();
     let mut state = g
         .start_state(
+            Style::Any,
             Meter::new(4, 4),
             melodist::music::Key::new(
                 melodist::music::PitchClass::C,

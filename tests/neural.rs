@@ -175,6 +175,14 @@ fn trains_loads_and_generates_within_constraints() {
         render_phrase(&mut g, &request(s, &[])),
         render_phrase(&mut g, &request(GenSettings { seed: 2, ..s }, &[]))
     );
+    // The style tag conditions the model: same seed, another style, other notes.
+    let mut styled = |style: Style| {
+        (0..4)
+            .map(|seed| render_phrase(&mut g, &request(GenSettings { seed, style, ..s }, &[])))
+            .collect::<Vec<_>>()
+    };
+    let (reel, jig) = (styled(Style::Reel), styled(Style::Jig));
+    assert_ne!(reel, jig);
 }
 
 #[test]

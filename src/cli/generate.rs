@@ -4,6 +4,7 @@
 use crate::generator::loader::{self, ModelChoice};
 use crate::generator::{GenSettings, Mode, PHRASE_BARS, PhraseRequest, render_phrase};
 use crate::midi::{MelodyNote, write_melody};
+use crate::model::tokenizer::Style;
 use crate::music::{Key, Meter, PitchClass, Scale};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ pub struct Args {
     /// MIDI channel 1-16 for the notes.
     #[arg(long, default_value_t = 1)]
     pub channel: u8,
+    /// Style tag for the neural model: any, reel, jig, slip jig, hornpipe, march, air,
+    /// waltz, polka, chorale, dance.
+    #[arg(long, default_value = "any")]
+    pub style: String,
     /// `default`, `markov`, or a path to a model.
     #[arg(long, default_value = "default")]
     pub model: String,
@@ -79,6 +84,8 @@ impl Args {
             seed: self.seed,
             mode: Mode::Generate,
             follow_input: false,
+            style: Style::parse(&self.style)
+                .with_context(|| format!("unknown style '{}'", self.style))?,
         };
         Ok((settings, meter))
     }

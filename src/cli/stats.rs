@@ -62,10 +62,10 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let mut g = NeuralGenerator::load(&PathBuf::from(&args.model))?;
         g.sampler.scale_lock = args.scale_lock;
-        g.style = Style::parse(&args.style)
-            .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
         Box::new(g)
     };
+    let style = Style::parse(&args.style)
+        .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
     let meters = [
         Meter::new(4, 4),
         Meter::new(6, 8),
@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<()> {
             low: 55,
             high: 84,
             seed: k as u64,
+            style,
             ..Default::default()
         };
         // Every meter in both modes (k % 2 picks the mode).

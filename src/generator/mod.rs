@@ -8,6 +8,7 @@ pub mod markov;
 pub mod neural;
 pub mod perform;
 
+use crate::model::tokenizer::Style;
 use crate::music::{BeatNote, Key, Meter, SeedRng};
 use nice_plug::prelude::Enum;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,10 @@ pub struct GenSettings {
     pub mode: Mode,
     /// Take the tonic (and major/minor flavour) from what the producer plays.
     pub follow_input: bool,
+    /// Style tag the neural model is conditioned on (from the style preset; `Any` when the
+    /// preset's style is not one the model knows). The Markov baseline ignores it.
+    #[serde(default)]
+    pub style: Style,
 }
 
 impl Default for GenSettings {
@@ -65,6 +70,7 @@ impl Default for GenSettings {
             seed: 1,
             mode: Mode::Generate,
             follow_input: false,
+            style: Style::Any,
         }
     }
 }

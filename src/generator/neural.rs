@@ -26,8 +26,6 @@ pub struct NeuralGenerator {
     /// A one-thread pool: candle's CPU ops would otherwise hop to rayon's global pool on
     /// every token (+50–190 µs of context switches each).
     pool: rayon::ThreadPool,
-    /// Style tag the model is conditioned on (`Any` by default).
-    pub style: Style,
     pub sampler: SamplerConfig,
     /// Originality guard (empty when the model folder has none).
     guard: CopyGuard,
@@ -56,7 +54,6 @@ impl NeuralGenerator {
         Ok(Self {
             model,
             pool,
-            style: Style::Any,
             sampler: SamplerConfig::default(),
             guard: CopyGuard::default(),
             buffers,
@@ -95,8 +92,13 @@ impl NeuralGenerator {
     }
 
     /// Decoding state before the first note; exposed for benchmarks and tests.
-    pub fn start_state(&self, meter: Meter, key: Key) -> candle_core::Result<LstmState> {
-        self.model.start(cond_tokens(self.style, meter, key))
+    pub fn start_state(
+        &self,
+        style: Style,
+        meter: Meter,
+        key: Key,
+    ) -> candle_core::Result<LstmState> {
+        self.model.start(cond_tokens(style, meter, key))
     }
 }
 
@@ -104,7 +106,6 @@ impl NeuralGenerator {
 fn decode(
     model: &Lstm,
     guard: &CopyGuard,
-    style: Style,
     cfg: SamplerConfig,
     buf: &mut Buffers,
     req: &PhraseRequest<'_>,
@@ -133,7 +134,7 @@ fn decode(
     };
     let context_ticks: u32 = context.iter().filter_map(|c| token_ticks(c.1)).sum();
     let mut t_ctx = (bar - context_ticks % bar) % bar;
-    let mut state = model.start(cond_tokens(style, req.meter, s.key))?;
+    let mut state = model.start(cond_tokens(s.style, req.meter, s.key))?;
     // The note read at the next step: (pitch-kind token, duration token).
     let mut prev = (BOS, PAD);
     let mut recent: Vec<u8> = Vec::new();
@@ -269,12 +270,11 @@ impl Generator for NeuralGenerator {
         let Self {
             model,
             pool,
-            style,
             sampler,
             guard,
             buffers,
         } = self;
-        pool.install(|| decode(model, guard, *style, *sampler, buffers, request, rng))
+        pool.install(|| decode(model, guard, *sampler, buffers, request, rng))
             .unwrap_or_else(|err| {
                 eprintln!("melodist: neural generator failed ({err}); this phrase is silent");
                 vec![Vec::new(); request.bars]

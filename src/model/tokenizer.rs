@@ -35,6 +35,7 @@
 use crate::generator::markov::{DURATIONS, TPQ, bar_ticks, duration_token, events_of, histogram};
 use crate::midi::{Melody, MelodyNote};
 use crate::music::{Key, Meter, PitchClass, Scale, detect_key};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const PAD: u32 = 0;
@@ -68,8 +69,10 @@ pub const VOCAB: usize = (STYLE0 + Style::COUNT as u32) as usize;
 pub const MAX_POS: usize = 96;
 
 /// Coarse style tags the corpus can provide (collection or the tune type in the title).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Style {
+    #[default]
     Any = 0,
     Chorale,
     Reel,

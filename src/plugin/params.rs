@@ -195,6 +195,7 @@ impl MelodistParams {
             seed: effective_seed(self.seed.value(), self.idea.load(Ordering::Relaxed)),
             mode: self.mode.value(),
             follow_input: self.follow_input.value(),
+            style: crate::model::tokenizer::Style::Any,
         }
     }
 
@@ -238,6 +239,9 @@ mod tests {
             (styled.low, styled.high, styled.density),
             (reel.settings.low, reel.settings.high, reel.settings.density)
         );
+        // The neural model is conditioned on the preset's style.
+        assert_eq!(manual.style, crate::model::tokenizer::Style::Any);
+        assert_eq!(styled.style, crate::model::tokenizer::Style::Reel);
     }
 
     #[test]

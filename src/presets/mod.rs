@@ -6,6 +6,7 @@
 //! user preset folder, so a producer can copy, share and version them like any document.
 
 use crate::generator::{GenSettings, Mode};
+use crate::model::tokenizer::Style;
 use crate::music::{Meter, Scale};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -234,6 +235,8 @@ impl StylePreset {
         settings.velocity = s.velocity;
         settings.humanize = s.humanize;
         settings.mode = s.mode;
+        // Allocation-free (this runs in `process()`); unknown styles mean "any".
+        settings.style = Style::parse(&self.style).unwrap_or_default();
     }
 
     /// The time signatures this preset suits (validated presets parse fully).
