@@ -2,9 +2,10 @@
 //! KL divergence, range / interval / inter-onset histograms, share of notes in the
 //! conditioned scale, and the longest run copied verbatim from any corpus tune.
 
-use crate::generator::markov::{MarkovGenerator, MarkovModel, TPQ, duration_token};
+use crate::generator::markov::{MarkovGenerator, MarkovModel, duration_token};
 use crate::generator::neural::NeuralGenerator;
 use crate::generator::{GenSettings, Generator, PhraseRequest};
+use crate::midi::MelodyNote;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
@@ -51,7 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .filter_map(|t| {
             let key = melody_key(&t.melody)?;
-            let notes = melody_line(&t.melody);
+            let notes = melody_line(&t.melody.notes);
             corpus_paths.push(t.path.clone());
             Some(Line { key, notes })
         })
@@ -99,27 +100,22 @@ pub fn run(args: Args) -> Result<()> {
         };
         let phrase = generator.generate(&req, &mut SeedRng::derive(&[k as u64, 0]));
         let bar = meter.beats_per_bar();
-        let onsets: Vec<(f64, u8, f64)> = phrase
+        let played: Vec<MelodyNote> = phrase
             .iter()
             .enumerate()
             .flat_map(|(b, notes)| {
-                notes
-                    .iter()
-                    .map(move |n| (b as f64 * bar + n.start, n.pitch, n.duration))
+                notes.iter().map(move |n| MelodyNote {
+                    start: b as f64 * bar + n.start,
+                    duration: n.duration,
+                    pitch: n.pitch,
+                    velocity: n.velocity,
+                })
             })
             .collect();
-        let q = |x: f64| (x * TPQ as f64).round() as u32;
-        let notes = (0..onsets.len())
-            .map(|i| {
-                (
-                    onsets[i].1,
-                    onsets
-                        .get(i + 1)
-                        .map_or(q(onsets[i].2), |nx| q(nx.0 - onsets[i].0)),
-                )
-            })
-            .collect();
-        generated.push(Line { key, notes });
+        generated.push(Line {
+            key,
+            notes: melody_line(&played),
+        });
     }
 
     let total: usize = generated.iter().map(|l| l.notes.len()).sum();

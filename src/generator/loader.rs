@@ -51,14 +51,10 @@ impl ModelChoice {
 pub fn load(choice: &ModelChoice) -> (Box<dyn Generator>, Option<String>) {
     match choice {
         ModelChoice::Markov => (embedded_markov(), None),
-        ModelChoice::Default => {
-            match NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
-                .and_then(|g| g.with_guard(EMBEDDED_NEURAL_GUARD))
-            {
-                Ok(g) => (Box::new(g), None),
-                Err(err) => fallback(format!("the shipped neural model is unusable: {err:#}")),
-            }
-        }
+        ModelChoice::Default => match embedded_neural() {
+            Ok(g) => (Box::new(g), None),
+            Err(err) => fallback(format!("the shipped neural model is unusable: {err:#}")),
+        },
         ModelChoice::Path(path) => match load_path(path) {
             Ok(g) => (g, None),
             Err(err) => fallback(format!("could not load model {}: {err:#}", path.display())),
@@ -80,6 +76,12 @@ fn load_path(path: &Path) -> anyhow::Result<Box<dyn Generator>> {
     } else {
         Ok(Box::new(MarkovGenerator::new(MarkovModel::load(path)?)))
     }
+}
+
+/// The shipped neural model with its originality guard.
+fn embedded_neural() -> anyhow::Result<NeuralGenerator> {
+    NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)?
+        .with_guard(EMBEDDED_NEURAL_GUARD)
 }
 
 /// The shipped Markov model. Its bytes are checked at test time; should they ever be
@@ -108,11 +110,8 @@ mod tests {
         let (g, why) = load(&ModelChoice::Default);
         assert_eq!(why, None);
         assert_ne!(g.name(), "markov");
-        let neural = NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
-            .and_then(|g| g.with_guard(EMBEDDED_NEURAL_GUARD))
-            .unwrap();
         assert!(
-            neural.guard_windows() > 100_000,
+            embedded_neural().unwrap().guard_windows() > 100_000,
             "the shipped guard indexes the corpus"
         );
     }

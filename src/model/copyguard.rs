@@ -10,7 +10,7 @@
 //! a rest) is allowed. The steps are those `melodist stats` uses to find copies.
 
 use crate::generator::markov::{TPQ, duration_token};
-use crate::midi::Melody;
+use crate::midi::MelodyNote;
 use anyhow::{Result, bail};
 
 /// Runs of this many notes copied from a training tune are refused.
@@ -40,11 +40,10 @@ fn hash(steps: impl Iterator<Item = (i32, u8)>) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// A melody as the guard and `melodist stats` see it: (pitch, ticks to the next onset)
-/// per note; the last note keeps its own duration.
-pub fn melody_line(m: &Melody) -> Vec<(u8, u32)> {
+/// Notes as the guard and `melodist stats` see them: (pitch, ticks to the next onset) per
+/// note; the last note keeps its own duration.
+pub fn melody_line(n: &[MelodyNote]) -> Vec<(u8, u32)> {
     let q = |beats: f64| (beats * TPQ as f64).round().max(0.0) as u32;
-    let n = &m.notes;
     (0..n.len())
         .map(|i| {
             let gap = n

@@ -92,7 +92,7 @@ pub fn load_corpus(dirs: &[PathBuf]) -> Result<(Vec<CorpusTune>, usize)> {
 /// Writes the originality guard for a model trained on `tunes` into `out` (see
 /// `model::copyguard`); returns how many windows it indexes.
 pub fn write_guard(out: &Path, tunes: &[CorpusTune]) -> Result<usize> {
-    let lines: Vec<Vec<(u8, u32)>> = tunes.iter().map(|t| melody_line(&t.melody)).collect();
+    let lines: Vec<Vec<(u8, u32)>> = tunes.iter().map(|t| melody_line(&t.melody.notes)).collect();
     let guard = CopyGuard::build(lines.iter().map(Vec::as_slice));
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let path = out.join(GUARD_FILE);
