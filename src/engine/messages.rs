@@ -80,6 +80,9 @@ pub enum ToWorker {
     /// version, so answers for superseded settings can be dropped.
     Bar {
         epoch: u32,
+        /// The scheduler's generation when it asked; the worker skips requests from an
+        /// older one (a jump, stop or locate made them stale).
+        generation: u32,
         bar_index: i64,
         meter: Meter,
         settings: GenSettings,
@@ -88,6 +91,8 @@ pub enum ToWorker {
     Input(InputNote),
     /// Forget the producer's input (panic / reset).
     ClearInput,
+    /// An offline render gave up waiting for this bar (the worker logs it).
+    GaveUp { bar_index: i64, waited_ms: u32 },
     /// Exit the thread (sent by `Worker::drop`, so dropping never waits on a timeout).
     Stop,
 }

@@ -16,4 +16,4 @@ pub mod worker;
 pub use messages::{BarNotes, BarReady, InputNote, MAX_NOTES_PER_BAR, ToWorker};
 pub use monitor::{EngineView, MonitorEvent, PlayedNote};
 pub use scheduler::{BlockTransport, OutEvent, OutKind, Quantize, Scheduler};
-pub use worker::{Worker, WorkerStatus};
+pub use worker::{Worker, WorkerLink, WorkerStatus};

@@ -52,8 +52,19 @@ pub struct Worker {
     pub to_worker: Sender<ToWorker>,
     pub from_worker: Receiver<BarReady>,
     pub status: Arc<WorkerStatus>,
+    /// The scheduler's request generation (see [`ToWorker::Bar`]).
+    generation: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
+}
+
+/// What the audio thread holds of the worker: both channel ends and the generation
+/// counter it bumps when a jump makes pending requests stale.
+#[derive(Clone)]
+pub struct WorkerLink {
+    pub to_worker: Sender<ToWorker>,
+    pub from_worker: Receiver<BarReady>,
+    pub generation: Arc<AtomicU32>,
 }
 
 impl Worker {
@@ -66,21 +77,43 @@ impl Worker {
             ..Default::default()
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU32::new(0));
         let handle = {
-            let (status, stop) = (status.clone(), stop.clone());
+            let shared = Shared {
+                status: status.clone(),
+                stop: stop.clone(),
+                generation: generation.clone(),
+            };
             std::thread::Builder::new()
                 .name("melodist-worker".into())
-                .spawn(move || run(loader, requests, answers, status, stop))
+                .spawn(move || run(loader, requests, answers, shared))
                 .expect("cannot spawn the Melodist worker thread")
         };
         Self {
             to_worker,
             from_worker,
             status,
+            generation,
             stop,
             handle: Some(handle),
         }
     }
+
+    /// The audio thread's side of the worker, for [`crate::engine::Scheduler::new`].
+    pub fn link(&self) -> WorkerLink {
+        WorkerLink {
+            to_worker: self.to_worker.clone(),
+            from_worker: self.from_worker.clone(),
+            generation: self.generation.clone(),
+        }
+    }
+}
+
+/// What the worker thread shares with its handle and the scheduler.
+struct Shared {
+    status: Arc<WorkerStatus>,
+    stop: Arc<AtomicBool>,
+    generation: Arc<AtomicU32>,
 }
 
 impl Drop for Worker {
@@ -107,9 +140,13 @@ fn run(
     loader: GeneratorLoader,
     requests: Receiver<ToWorker>,
     answers: Sender<BarReady>,
-    status: Arc<WorkerStatus>,
-    stop: Arc<AtomicBool>,
+    shared: Shared,
 ) {
+    let Shared {
+        status,
+        stop,
+        generation: current_generation,
+    } = shared;
     let (mut generator, fallback) = loader();
     *status.generator.lock().unwrap() = generator.name().to_string();
     *status.fallback_reason.lock().unwrap() = fallback;
@@ -137,11 +174,22 @@ fn run(
                 inputs.clear();
                 input_version += 1;
             }
+            ToWorker::GaveUp {
+                bar_index,
+                waited_ms,
+            } => {
+                nice_plug::nice_log!(
+                    "melodist: offline render gave up waiting for bar {bar_index} after {waited_ms} ms; it plays silent"
+                );
+            }
+            ToWorker::Bar { generation, .. }
+                if generation != current_generation.load(Ordering::Relaxed) => {} // stale
             ToWorker::Bar {
                 epoch,
                 bar_index,
                 meter,
                 settings,
+                ..
             } => {
                 let uses_input = settings.mode == Mode::Continue || settings.follow_input;
                 let settings = effective_settings(settings, &inputs, &status);

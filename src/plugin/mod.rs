@@ -27,6 +27,8 @@ pub struct Melodist {
     worker: Option<Worker>,
     scheduler: Option<Scheduler>,
     offline: bool,
+    /// The active layout has a main input (audio passes through) rather than silence out.
+    has_audio_input: bool,
     /// The audio thread's end of the monitor channel, and the UI's view of it.
     monitor_tx: Sender<MonitorEvent>,
     view: Arc<Mutex<EngineView>>,
@@ -47,6 +49,7 @@ impl Default for Melodist {
             worker: None,
             scheduler: None,
             offline: false,
+            has_audio_input: false,
             monitor_tx,
             view: Arc::new(Mutex::new(EngineView::new(monitor_rx))),
             new_idea_was_on: false,
@@ -82,15 +85,29 @@ impl Plugin for Melodist {
         AudioIOLayout {
             main_input_channels: None,
             main_output_channels: NonZeroU32::new(2),
+            names: PortNames {
+                layout: Some("MIDI generator (silent stereo out)"),
+                main_output: Some("Silent output"),
+                ..PortNames::const_default()
+            },
             ..AudioIOLayout::const_default()
         },
+        // For hosts that only load plugins with an audio input on a track: audio passes.
         AudioIOLayout {
             main_input_channels: NonZeroU32::new(2),
             main_output_channels: NonZeroU32::new(2),
+            names: PortNames {
+                layout: Some("MIDI generator (stereo audio through)"),
+                main_input: Some("Audio in"),
+                main_output: Some("Audio out"),
+                ..PortNames::const_default()
+            },
             ..AudioIOLayout::const_default()
         },
     ];
-    const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
+    // Notes are all Melodist reads; `MidiCCs` here would make VST3 hosts list 2,080
+    // "MIDI CC" parameters. The output keeps CCs for panic's CC 123.
+    const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
     const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
     const SAMPLE_ACCURATE_AUTOMATION: bool = false;
 
@@ -108,11 +125,12 @@ impl Plugin for Melodist {
 
     fn activate(
         &mut self,
-        _layout: &AudioIOLayout,
+        layout: &AudioIOLayout,
         buffer_config: &BufferConfig,
         _context: &mut impl ActivateContext<Self>,
     ) -> bool {
         self.offline = buffer_config.process_mode == ProcessMode::Offline;
+        self.has_audio_input = layout.main_input_channels.is_some();
         if self.worker.is_none() {
             let choice = ModelChoice::from_env();
             self.worker = Some(Worker::spawn(Box::new(move || loader::load(&choice))));
@@ -133,7 +151,7 @@ impl Plugin for Melodist {
         }
         if self.scheduler.is_none() {
             let w = self.worker.as_ref().expect("just spawned");
-            self.scheduler = Some(Scheduler::new(w.to_worker.clone(), w.from_worker.clone()));
+            self.scheduler = Some(Scheduler::new(w.link()));
             if let Some(s) = self.scheduler.as_mut() {
                 s.set_monitor(self.monitor_tx.clone());
             }
@@ -153,9 +171,10 @@ impl Plugin for Melodist {
         _aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        // Audio: the optional input passes through (already copied by the wrapper); with no
-        // input the outputs are silence.
+        // Audio: every output sample is written. The wrapper copies a main input to the
+        // outputs in place; with no input the host's buffers hold garbage until we clear them.
         let block_len = buffer.samples();
+        write_audio(buffer, self.has_audio_input);
         let Some(scheduler) = self.scheduler.as_mut() else {
             return ProcessStatus::KeepAlive;
         };
@@ -242,7 +261,27 @@ fn read_transport(t: &Transport) -> BlockTransport {
         pos_beats: t.pos_beats(),
         bar_start_beats: t.bar_start_pos_beats(),
         bar_number: t.bar_number().map(i64::from),
+        loop_range: t.loop_range_beats(),
     }
+}
+
+/// Silence when there is no input; otherwise the input (already in place) with denormals
+/// flushed to zero, so nothing slow or stray reaches the next plugin.
+fn write_audio(buffer: &mut Buffer, has_input: bool) {
+    for channel in buffer.as_slice() {
+        if has_input {
+            for x in channel.iter_mut() {
+                *x = flush_subnormal(*x);
+            }
+        } else {
+            channel.fill(0.0);
+        }
+    }
+}
+
+/// Zero for a subnormal sample, the sample itself otherwise.
+pub fn flush_subnormal(x: f32) -> f32 {
+    if x.is_subnormal() { 0.0 } else { x }
 }
 
 fn send<P: Plugin>(context: &mut impl ProcessContext<P>, ev: OutEvent) {

@@ -87,8 +87,10 @@ impl Default for MelodistParams {
                 .presets()
                 .get(v as usize - 1)
                 .map_or_else(|| "?".to_string(), |p| p.name.clone()),
-            _ => "Manual".to_string(),
+            _ => MANUAL.to_string(),
         };
+        let names = factory.clone();
+        let preset_index = move |text: &str| preset_index(&names, text);
         let unit = |name: &str, default: f32| {
             FloatParam::new(name, default, FloatRange::Linear { min: 0.0, max: 1.0 })
                 .with_unit(" %")
@@ -155,7 +157,8 @@ impl Default for MelodistParams {
                     max: factory.presets().len() as i32,
                 },
             )
-            .with_value_to_string(Arc::new(preset_name)),
+            .with_value_to_string(Arc::new(preset_name))
+            .with_string_to_value(Arc::new(preset_index)),
             factory,
             idea: Arc::new(AtomicU32::new(0)),
             editor_size: Arc::default(),
@@ -204,6 +207,28 @@ impl MelodistParams {
     }
 }
 
+/// The "Style preset" value that plays the knobs rather than a preset.
+const MANUAL: &str = "Manual";
+
+/// The "Style preset" parameter value for a name a host's user typed: "Manual", a factory
+/// preset's name or id (any case), or its number.
+fn preset_index(library: &PresetLibrary, text: &str) -> Option<i32> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case(MANUAL) {
+        return Some(0);
+    }
+    let presets = library.presets();
+    if let Some(i) = presets
+        .iter()
+        .position(|p| p.name.eq_ignore_ascii_case(text) || p.id.eq_ignore_ascii_case(text))
+    {
+        return Some(i as i32 + 1);
+    }
+    text.parse::<i32>()
+        .ok()
+        .filter(|i| (0..=presets.len() as i32).contains(i))
+}
+
 /// The seed the generator uses: the Seed parameter plus the "new idea" count, so the CLI's
 /// `--seed 7` and the plugin's Seed 7 (before any new idea) play the same melody.
 pub fn effective_seed(seed: i32, idea: u32) -> u64 {
@@ -242,6 +267,53 @@ mod tests {
         // The neural model is conditioned on the preset's style.
         assert_eq!(manual.style, crate::model::tokenizer::Style::Any);
         assert_eq!(styled.style, crate::model::tokenizer::Style::Reel);
+    }
+
+    /// What a host does when the user types a value: every parameter's text for a value
+    /// reads back as that value (the clap-validator's param-conversions test, everywhere).
+    #[test]
+    fn every_parameter_converts_to_text_and_back() {
+        let params = MelodistParams::default();
+        let map = params.param_map();
+        assert!(map.len() >= 20, "only {} parameters", map.len());
+        for (id, ptr, _) in &map {
+            // SAFETY: the pointers come from `params`, which outlives this loop.
+            unsafe {
+                let steps = ptr.step_count().unwrap_or(20).min(200);
+                for k in 0..=steps {
+                    let normalized =
+                        ptr.preview_normalized(ptr.preview_plain(k as f32 / steps as f32));
+                    for with_unit in [true, false] {
+                        let text = ptr.normalized_value_to_string(normalized, with_unit);
+                        let back = ptr
+                            .string_to_normalized_value(&text)
+                            .unwrap_or_else(|| panic!("{id}: text {text:?} does not convert back"));
+                        let plain = |n: f32| ptr.preview_plain(n);
+                        // Text rounds (a percentage to 1%), so compare what it shows.
+                        let again = ptr.normalized_value_to_string(back, with_unit);
+                        assert_eq!(again, text, "{id}: {normalized} -> {text:?} -> {back}");
+                        if ptr.step_count().is_some() {
+                            assert_eq!(plain(back), plain(normalized), "{id}: {text:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn style_preset_reads_names_in_any_case() {
+        let params = MelodistParams::default();
+        let first = &params.factory.presets()[0];
+        assert_eq!(preset_index(&params.factory, "manual"), Some(0));
+        assert_eq!(
+            preset_index(&params.factory, &first.name.to_uppercase()),
+            Some(1)
+        );
+        assert_eq!(preset_index(&params.factory, &first.id), Some(1));
+        assert_eq!(preset_index(&params.factory, "3"), Some(3));
+        assert_eq!(preset_index(&params.factory, "no such preset"), None);
+        assert_eq!(preset_index(&params.factory, "9999"), None);
     }
 
     #[test]

@@ -89,21 +89,28 @@ pub struct Session {
     in_events: EventBuffer,
     out_events: EventBuffer,
     steady: u64,
+    pub sample_rate: f64,
+    max_block: usize,
     pub sounding: std::collections::HashSet<(u8, u8)>,
 }
 
 impl Session {
     /// A real-time session (the plugin never waits for its worker).
     pub fn new() -> Self {
-        Self::with_mode(RenderMode::Realtime)
+        Self::with_mode(RenderMode::Realtime, SR, BLOCK)
     }
 
     /// An offline-render session: the plugin waits for its worker, so output is exact.
     pub fn offline() -> Self {
-        Self::with_mode(RenderMode::Offline)
+        Self::with_mode(RenderMode::Offline, SR, BLOCK)
     }
 
-    fn with_mode(mode: RenderMode) -> Self {
+    /// An offline session at another sample rate and maximum block size.
+    pub fn offline_at(sample_rate: f64, max_block: usize) -> Self {
+        Self::with_mode(RenderMode::Offline, sample_rate, max_block)
+    }
+
+    fn with_mode(mode: RenderMode, sample_rate: f64, max_block: usize) -> Self {
         isolate_user_data();
         let entry = unsafe { PluginEntry::load(plugin_path()) }.expect("load the .clap");
         let host = HostInfo::new(
@@ -130,11 +137,13 @@ impl Session {
             processor: None,
             input_ports: AudioPorts::with_capacity(2, 1),
             output_ports: AudioPorts::with_capacity(2, 1),
-            inputs: vec![vec![0.0; BLOCK]; 2],
-            outputs: vec![vec![0.0; BLOCK]; 2],
+            inputs: vec![vec![0.0; max_block]; 2],
+            outputs: vec![vec![0.0; max_block]; 2],
             in_events: EventBuffer::with_capacity(64),
             out_events: EventBuffer::with_capacity(1024),
             steady: 0,
+            sample_rate,
+            max_block,
             sounding: Default::default(),
         };
         let render = s
@@ -150,9 +159,9 @@ impl Session {
 
     pub fn activate(&mut self) {
         let config = PluginAudioConfiguration {
-            sample_rate: SR,
+            sample_rate: self.sample_rate,
             min_frames_count: 1,
-            max_frames_count: BLOCK as u32,
+            max_frames_count: self.max_block as u32,
         };
         let stopped = self.instance.activate(|_, _| (), config).expect("activate");
         self.processor = Some(stopped.start_processing().expect("start processing"));
@@ -208,6 +217,20 @@ impl Session {
         transport: Option<&TransportEvent>,
         input_notes: &[(u32, u8)],
     ) -> u32 {
+        self.process_len(transport, input_notes, self.max_block)
+    }
+
+    /// `process()` for a block of `len` samples. The output buffers are filled with NaN
+    /// first, as clap-validator does, and every sample must come back written.
+    pub fn process_len(
+        &mut self,
+        transport: Option<&TransportEvent>,
+        input_notes: &[(u32, u8)],
+        len: usize,
+    ) -> u32 {
+        for channel in &mut self.outputs {
+            channel.fill(f32::NAN);
+        }
         self.in_events.clear();
         for &(t, key) in input_notes {
             self.in_events.push(&NoteOnEvent::new(
@@ -222,13 +245,13 @@ impl Session {
             channels: AudioPortBufferType::f32_input_only(
                 self.inputs
                     .iter_mut()
-                    .map(|b| InputChannel::constant(b.as_mut_slice())),
+                    .map(|b| InputChannel::constant(&mut b[..len])),
             ),
         }]);
         let mut output_audio = self.output_ports.with_output_buffers([AudioPortBuffer {
             latency: 0,
             channels: AudioPortBufferType::f32_output_only(
-                self.outputs.iter_mut().map(|b| b.as_mut_slice()),
+                self.outputs.iter_mut().map(|b| &mut b[..len]),
             ),
         }]);
         let input_events = InputEvents::from_buffer(&self.in_events);
@@ -245,7 +268,12 @@ impl Session {
                 transport,
             )
             .expect("process");
-        self.steady += BLOCK as u64;
+        self.steady += len as u64;
+        for (c, channel) in self.outputs.iter().enumerate() {
+            if let Some(i) = channel[..len].iter().position(|x| !x.is_finite()) {
+                panic!("output channel {c}, sample {i} was left unwritten");
+            }
+        }
         self.out_events.len()
     }
 
@@ -255,7 +283,17 @@ impl Session {
         transport: Option<TransportEvent>,
         input_notes: &[(u32, u8)],
     ) -> Vec<Out> {
-        self.process(transport.as_ref(), input_notes);
+        self.block_len(transport, input_notes, BLOCK)
+    }
+
+    /// [`Session::block`] with a block of `len` samples.
+    pub fn block_len(
+        &mut self,
+        transport: Option<TransportEvent>,
+        input_notes: &[(u32, u8)],
+        len: usize,
+    ) -> Vec<Out> {
+        self.process_len(transport.as_ref(), input_notes, len);
         let mut out = Vec::new();
         for e in self.out_events.iter() {
             let t = e.header().time();
@@ -277,7 +315,7 @@ impl Session {
             assert!(w[0].timing <= w[1].timing, "unordered output {out:?}");
         }
         for e in &out {
-            assert!((e.timing as usize) < BLOCK);
+            assert!((e.timing as usize) < len);
             if e.on {
                 assert!(
                     self.sounding.insert((e.channel, e.key)),
@@ -289,6 +327,17 @@ impl Session {
         }
         out
     }
+}
+
+/// A 4/4 transport with a loop range (the host's loop/cycle is on).
+pub fn looping_transport(pos_beats: f64, tempo: f64, loop_beats: (f64, f64)) -> TransportEvent {
+    let mut t = transport(pos_beats, tempo, true);
+    t.flags |= TransportFlags::IS_LOOP_ACTIVE;
+    t.loop_start_beats = BeatTime::from_float(loop_beats.0);
+    t.loop_end_beats = BeatTime::from_float(loop_beats.1);
+    t.loop_start_seconds = SecondsTime::from_float(loop_beats.0 * 60.0 / tempo);
+    t.loop_end_seconds = SecondsTime::from_float(loop_beats.1 * 60.0 / tempo);
+    t
 }
 
 pub fn transport(pos_beats: f64, tempo: f64, playing: bool) -> TransportEvent {
