@@ -12,6 +12,7 @@ pub mod cli;
 pub mod editor;
 pub mod engine;
 pub mod generator;
+pub mod limits;
 pub mod midi;
 pub mod model;
 pub mod music;

@@ -1,7 +1,7 @@
 //! The `melodist` command line: generate melodies to MIDI files, train and evaluate models,
 //! and work with the local session history.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use melodist::cli;
 
 #[derive(Parser)]
@@ -38,8 +38,31 @@ enum Command {
     // New subcommands go here, one line each, implemented in `src/cli/<name>.rs`.
 }
 
+/// Lets an option's value that looks like a negative number reach its value parser, so
+/// `--density -1` is reported as out of range rather than as an unknown argument `-1`.
+fn allow_negative_numbers(mut cmd: clap::Command) -> clap::Command {
+    let ids: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values() && !a.is_positional())
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in ids {
+        cmd = cmd.mut_arg(id, |a| a.allow_negative_numbers(true));
+    }
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subcommands {
+        cmd = cmd.mut_subcommand(name, allow_negative_numbers);
+    }
+    cmd
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let mut command = allow_negative_numbers(Cli::command());
+    let cli = Cli::from_arg_matches_mut(&mut command.get_matches_mut())
+        .unwrap_or_else(|err| err.format(&mut command).exit());
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(args),
         Command::TrainMarkov(args) => cli::train_markov::run(args),

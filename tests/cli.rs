@@ -2,6 +2,7 @@
 
 use melodist::midi::read_melody;
 use melodist::music::{Key, Meter, PitchClass, Scale};
+use std::path::Path;
 use std::process::Command;
 
 fn melodist() -> Command {
@@ -56,23 +57,213 @@ fn bad_arguments_and_bad_models_give_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key 'H'"));
 
+    // An explicit model that cannot be loaded is an error on the command line (the plugin
+    // falls back to the shipped Markov model instead), and nothing is written.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.bin");
     std::fs::write(&bad, b"not a model").unwrap();
     let mid = dir.path().join("x.mid");
-    let out = melodist()
-        .args(["generate", "--bars", "2", "--model"])
-        .arg(&bad)
-        .arg("--out")
+    for model in [bad.as_path(), Path::new("/nonexistent")] {
+        let out = melodist()
+            .args(["generate", "--bars", "2", "--model"])
+            .arg(model)
+            .arg("--out")
+            .arg(&mid)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("could not load model {}", model.display())),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("using the shipped Markov model"),
+            "{stderr}"
+        );
+        assert!(!mid.exists());
+    }
+    let err = String::from_utf8_lossy(
+        &melodist()
+            .args(["generate", "--model", "/nonexistent", "--out"])
+            .arg(&mid)
+            .output()
+            .unwrap()
+            .stderr,
+    )
+    .into_owned();
+    assert!(
+        err.contains("cannot read Markov model /nonexistent"),
+        "{err}"
+    );
+}
+
+/// Runs `melodist ARGS` and returns its stderr, asserting it failed as clap does on a bad
+/// value (exit status 2, before any work).
+fn rejected(args: &[&str]) -> String {
+    let out = melodist().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} was accepted: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn out_of_range_values_are_errors_that_name_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.mid");
+    let out = out.to_str().unwrap();
+    for (option, value, range) in [
+        ("--density", "5", "must be between 0 and 1"),
+        ("--density", "-0.5", "must be between 0 and 1"),
+        ("--variation", "1.5", "must be between 0 and 1"),
+        ("--humanize", "2", "must be between 0 and 1"),
+        ("--gate", "0", "must be between 0.05 and 1"),
+        ("--tempo", "1000", "must be between 20 and 300"),
+        ("--bars", "0", "must be between 1 and 10000"),
+        ("--seed", "100000", "must be between 0 and 99999"),
+        ("--low", "200", "must be between 0 and 127"),
+        ("--high", "128", "must be between 0 and 127"),
+        ("--velocity", "0", "must be between 1 and 127"),
+        ("--channel", "17", "must be between 1 and 16"),
+    ] {
+        let arg = format!("{option}={value}");
+        let stderr = rejected(&["generate", &arg, "--out", out]);
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{option} <")),
+            "{option} {value}: {stderr}"
+        );
+        assert!(stderr.contains(range), "{option} {value}: {stderr}");
+    }
+    assert!(!Path::new(out).exists(), "nothing is written");
+    // A negative number after a space is a value out of range, not an unknown argument.
+    let stderr = rejected(&["generate", "--variation", "-1", "--out", out]);
+    assert!(
+        stderr
+            .contains("invalid value '-1' for '--variation <VARIATION>': must be between 0 and 1"),
+        "{stderr}"
+    );
+    // The exact wording, once.
+    assert!(
+        rejected(&["generate", "--density", "5", "--out", out]).contains(
+            "error: invalid value '5' for '--density <DENSITY>': must be between 0 and 1"
+        )
+    );
+    // Other subcommands check their numbers the same way.
+    let stderr = rejected(&["recommend", "--tempo", "1000"]);
+    assert!(stderr.contains("must be between 20 and 300"), "{stderr}");
+    let stderr = rejected(&["stats", "--samples", "0", "--midi-dir", "."]);
+    assert!(stderr.contains("must be between 1 and 100000"), "{stderr}");
+    let stderr = rejected(&["train", "--midi-dir", ".", "--out", out, "--dropout", "1"]);
+    assert!(stderr.contains("must be between 0 and 0.9"), "{stderr}");
+    let stderr = rejected(&["eval-recs", "--shared-presets", "0"]);
+    assert!(stderr.contains("must be between 1 and 10000"), "{stderr}");
+
+    // A crossed register is still repaired (swapped), as documented.
+    let mid = dir.path().join("crossed.mid");
+    let status = melodist()
+        .args([
+            "generate", "--bars", "4", "--low", "84", "--high", "60", "--out",
+        ])
         .arg(&mid)
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
-        "a broken model falls back instead of failing"
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("using the shipped Markov model"));
-    assert!(read_melody(&mid).is_ok());
+    let notes = read_melody(&mid).unwrap().notes;
+    assert!(!notes.is_empty());
+    assert!(notes.iter().all(|n| (60..=84).contains(&n.pitch)));
+}
+
+/// A one-track MIDI file of `pitches` as quarter notes in 4/4, C major.
+fn write_tune(path: &Path, pitches: &[u8]) {
+    use midly::num::{u4, u7, u15, u24, u28};
+    use midly::{
+        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+    };
+    let event = |delta: u32, kind| TrackEvent {
+        delta: u28::new(delta),
+        kind,
+    };
+    let note = |on: bool, pitch: u8| {
+        let (key, vel) = (u7::new(pitch), u7::new(if on { 90 } else { 0 }));
+        TrackEventKind::Midi {
+            channel: u4::new(0),
+            message: if on {
+                MidiMessage::NoteOn { key, vel }
+            } else {
+                MidiMessage::NoteOff { key, vel }
+            },
+        }
+    };
+    let mut track = vec![
+        event(
+            0,
+            TrackEventKind::Meta(MetaMessage::Tempo(u24::new(500_000))),
+        ),
+        event(
+            0,
+            TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, 24, 8)),
+        ),
+        event(0, TrackEventKind::Meta(MetaMessage::KeySignature(0, false))),
+    ];
+    for &p in pitches {
+        track.push(event(0, note(true, p)));
+        track.push(event(480, note(false, p)));
+    }
+    track.push(event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
+    let smf = Smf {
+        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
+        tracks: vec![track],
+    };
+    smf.save(path).unwrap();
+}
+
+#[test]
+fn eval_markov_uses_the_shipped_model_outside_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let midi = dir.path().join("midi");
+    std::fs::create_dir(&midi).unwrap();
+    write_tune(
+        &midi.join("tune.mid"),
+        &[
+            60, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 62, 60,
+        ],
+    );
+    // Run where there is no `models/` folder: `markov` must not mean `./models/markov.bin`.
+    assert!(!dir.path().join("models").exists());
+    let out = melodist()
+        .current_dir(dir.path())
+        .args(["eval", "--model", "markov", "--midi-dir", "midi"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first note has no context, so 15 of the 16 are scored.
+    assert!(
+        stdout.starts_with("markov: 1 tunes, 15 notes (0 files skipped)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bits/note"), "{stdout}");
+
+    // A model path that does not load is an error there too, before the corpus is read.
+    let out = melodist()
+        .current_dir(dir.path())
+        .args(["eval", "--model", "missing-model", "--midi-dir", "midi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("could not load model missing-model"));
 }
 
 #[test]

@@ -1,11 +1,11 @@
 //! `melodist eval`: cross-entropy in bits per note of a model over folders of MIDI files,
 //! so the neural model and the Markov baseline are compared on exactly the same notes.
 
+use crate::generator::loader::{self, LoadedModel, ModelChoice};
 use crate::generator::markov::MarkovModel;
-use crate::generator::neural::NeuralGenerator;
 use crate::model::tokenizer::encode;
 use crate::model::train::{BitsPerNote, CorpusTune, load_corpus, note_bits};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,19 +20,35 @@ pub enum Split {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A neural model folder, `markov` (the file given by --markov-file), or `markov-fit`
-    /// (a Markov model fitted here on the training split: the fair baseline for `--split val`).
-    #[arg(long)]
+    /// `default` (the shipped neural model), `markov` (the shipped Markov model, or the
+    /// file given by --markov-file), a neural model folder or Markov `.bin` file, or
+    /// `markov-fit` (a Markov model fitted here on the training split: the fair baseline
+    /// for `--split val`). A model that cannot be loaded is an error.
+    #[arg(long, default_value = "default")]
     pub model: String,
     #[arg(long = "midi-dir", required = true, num_args = 1..)]
     pub midi_dirs: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Split::All)]
     pub split: Split,
-    #[arg(long, default_value = "models/markov.bin")]
-    pub markov_file: PathBuf,
+    /// With `--model markov`: score this Markov file instead of the shipped model.
+    #[arg(long)]
+    pub markov_file: Option<PathBuf>,
+}
+
+/// The model `--model` (and `--markov-file`) name, loaded before the corpus is read so a
+/// bad path fails at once. `None` is `markov-fit`, which needs the corpus.
+fn model(args: &Args) -> Result<Option<LoadedModel>> {
+    let choice = match (args.model.as_str(), &args.markov_file) {
+        ("markov-fit", None) => return Ok(None),
+        ("markov", Some(file)) => ModelChoice::Path(file.clone()),
+        (_, Some(_)) => bail!("--markov-file goes with --model markov"),
+        (name, None) => ModelChoice::parse(name),
+    };
+    Ok(Some(loader::load_model(&choice)?))
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let model = model(&args)?;
     let (tunes, skipped) = load_corpus(&args.midi_dirs)?;
     // Only tunes both models can read, so both are scored on the same notes.
     let usable = |t: &&CorpusTune| encode(&t.melody, t.style).is_some();
@@ -45,25 +61,23 @@ pub fn run(args: Args) -> Result<()> {
             Split::Train => !t.is_validation(),
         })
         .collect();
-    let bits: Vec<(f32, f32)> = match args.model.as_str() {
-        "markov" | "markov-fit" => {
-            let model = if args.model == "markov" {
-                MarkovModel::load(&args.markov_file)?
-            } else {
-                let train: Vec<_> = tunes
-                    .iter()
-                    .filter(|t| !t.is_validation())
-                    .map(|t| t.melody.clone())
-                    .collect();
-                MarkovModel::train(&train)
-            };
-            chosen
+    let markov_bits = |model: &MarkovModel| -> Vec<(f32, f32)> {
+        chosen
+            .iter()
+            .flat_map(|t| model.note_bits(&t.melody))
+            .collect()
+    };
+    let bits: Vec<(f32, f32)> = match model {
+        None => {
+            let train: Vec<_> = tunes
                 .iter()
-                .flat_map(|t| model.note_bits(&t.melody))
-                .collect()
+                .filter(|t| !t.is_validation())
+                .map(|t| t.melody.clone())
+                .collect();
+            markov_bits(&MarkovModel::train(&train))
         }
-        dir => {
-            let generator = NeuralGenerator::load(&PathBuf::from(dir))?;
+        Some(LoadedModel::Markov(model)) => markov_bits(&model),
+        Some(LoadedModel::Neural(generator)) => {
             let seqs: Vec<_> = chosen
                 .iter()
                 .filter_map(|t| encode(&t.melody, t.style))

@@ -1,6 +1,7 @@
 //! `melodist eval-recs`: offline evaluation of every recommender next to the popularity and
 //! random baselines, on the simulator, the local history and any exported log.
 
+use super::ranged;
 use crate::presets::{self, PresetLibrary};
 use crate::recommend::eval::{self, Metrics, Split};
 use crate::recommend::sim::{self, SimConfig};
@@ -14,20 +15,20 @@ pub struct Args {
     /// Also evaluate a session log in the `melodist sessions export` format.
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// Simulated producers (0 skips the simulator).
-    #[arg(long, default_value_t = 300)]
+    /// Simulated producers, 0-100000 (0 skips the simulator).
+    #[arg(long, default_value_t = 300, value_parser = ranged(0..=100_000usize))]
     pub producers: usize,
-    /// Simulator seed.
-    #[arg(long, default_value_t = 7)]
+    /// Simulator seed (any 64-bit number).
+    #[arg(long, default_value_t = 7, value_parser = ranged(0..=u64::MAX))]
     pub seed: u64,
-    /// Presets every simulated producer can use.
-    #[arg(long, default_value_t = 60)]
+    /// Presets every simulated producer can use, 1-10000.
+    #[arg(long, default_value_t = 60, value_parser = ranged(1..=10_000usize))]
     pub shared_presets: usize,
-    /// Private presets per simulated producer.
-    #[arg(long, default_value_t = 2)]
+    /// Private presets per simulated producer, 0-1000.
+    #[arg(long, default_value_t = 2, value_parser = ranged(0..=1000usize))]
     pub user_presets: usize,
-    /// "Experienced producer" threshold for the second simulator table.
-    #[arg(long, default_value_t = 20)]
+    /// "Experienced producer" threshold for the second simulator table, 1-100000 sessions.
+    #[arg(long, default_value_t = 20, value_parser = ranged(1..=100_000usize))]
     pub min_sessions: usize,
     /// Skip the local session database.
     #[arg(long)]

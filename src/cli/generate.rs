@@ -1,20 +1,23 @@
 //! `melodist generate`: write a melody to a standard MIDI file, with the same generator
 //! and settings path the plugin uses (same seed and settings, same notes).
 
+use super::{ranged, unit_interval, widen};
 use crate::generator::loader::{self, ModelChoice};
-use crate::generator::{GenSettings, Mode, PHRASE_BARS, PhraseRequest, render_phrase};
+use crate::generator::{GenSettings, Generator, Mode, PHRASE_BARS, PhraseRequest, render_phrase};
+use crate::limits;
 use crate::midi::{MelodyNote, write_melody};
 use crate::model::tokenizer::Style;
 use crate::music::{Key, Meter, PitchClass, Scale};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Number of bars.
-    #[arg(long, default_value_t = 16)]
+    /// Number of bars, 1-10000.
+    #[arg(long, default_value_t = 16, value_parser = ranged(limits::BARS))]
     pub bars: usize,
-    #[arg(long, default_value_t = 1)]
+    /// 0-99999, as the plugin's Seed: the same seed and settings give the same notes.
+    #[arg(long, default_value_t = 1, value_parser = ranged(limits::SEED))]
     pub seed: u64,
     /// Tonic: C, C#, Db, D, ... B.
     #[arg(long, default_value = "C")]
@@ -23,38 +26,43 @@ pub struct Args {
     /// minor-pentatonic, blues, chromatic.
     #[arg(long, default_value = "major")]
     pub scale: String,
-    #[arg(long, default_value_t = 120.0)]
+    /// Tempo in BPM, 20-300.
+    #[arg(long, default_value_t = 120.0, value_parser = ranged(widen(limits::TEMPO)))]
     pub tempo: f64,
     /// Time signature, e.g. 4/4, 3/4, 6/8.
     #[arg(long, default_value = "4/4")]
     pub meter: String,
     /// 0 = sparse .. 1 = busy.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
     pub density: f32,
     /// 0 = predictable .. 1 = adventurous.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
     pub variation: f32,
-    /// Lowest MIDI note.
-    #[arg(long, default_value_t = 60)]
+    /// Lowest MIDI note, 0-127 (a --low above --high is swapped).
+    #[arg(long, default_value_t = 60, value_parser = ranged(limits::MIDI_NOTE))]
     pub low: u8,
-    /// Highest MIDI note.
-    #[arg(long, default_value_t = 84)]
+    /// Highest MIDI note, 0-127.
+    #[arg(long, default_value_t = 84, value_parser = ranged(limits::MIDI_NOTE))]
     pub high: u8,
-    /// Note length as a fraction of its slot.
-    #[arg(long, default_value_t = 0.9)]
+    /// Note length as a fraction of its slot, 0.05-1.
+    #[arg(long, default_value_t = 0.9, value_parser = ranged(limits::GATE))]
     pub gate: f32,
-    #[arg(long, default_value_t = 96)]
+    /// Base MIDI velocity, 1-127.
+    #[arg(long, default_value_t = 96, value_parser = ranged(limits::VELOCITY))]
     pub velocity: u8,
-    #[arg(long, default_value_t = 0.2)]
+    /// Random velocity spread, 0-1.
+    #[arg(long, default_value_t = 0.2, value_parser = unit_interval)]
     pub humanize: f32,
     /// MIDI channel 1-16 for the notes.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = ranged(limits::CHANNEL))]
     pub channel: u8,
     /// Style tag for the neural model: any, reel, jig, slip jig, hornpipe, march, air,
     /// waltz, polka, chorale, dance.
     #[arg(long, default_value = "any")]
     pub style: String,
-    /// `default`, `markov`, or a path to a model.
+    /// `default` (the shipped neural model), `markov` (the shipped Markov model), or a
+    /// path to a model: a neural model folder or a Markov `.bin` file. A model that cannot
+    /// be loaded is an error.
     #[arg(long, default_value = "default")]
     pub model: String,
     #[arg(long, default_value = "melody.mid")]
@@ -69,18 +77,17 @@ impl Args {
             Scale::parse(&self.scale).with_context(|| format!("unknown scale '{}'", self.scale))?;
         let meter = Meter::parse(&self.meter)
             .with_context(|| format!("bad meter '{}' (use e.g. 4/4, 6/8)", self.meter))?;
-        if !(1..=16).contains(&self.channel) {
-            bail!("channel must be 1-16");
-        }
+        // The ranges are checked when the arguments are parsed; a crossed --low / --high is
+        // swapped by `GenSettings::register`, as in the plugin.
         let settings = GenSettings {
             key: Key::new(tonic, scale),
-            low: self.low.min(127),
-            high: self.high.min(127),
-            density: self.density.clamp(0.0, 1.0),
-            variation: self.variation.clamp(0.0, 1.0),
-            gate: self.gate.clamp(0.05, 1.0),
-            velocity: self.velocity.clamp(1, 127),
-            humanize: self.humanize.clamp(0.0, 1.0),
+            low: self.low,
+            high: self.high,
+            density: self.density,
+            variation: self.variation,
+            gate: self.gate,
+            velocity: self.velocity,
+            humanize: self.humanize,
             seed: self.seed,
             mode: Mode::Generate,
             follow_input: false,
@@ -91,7 +98,9 @@ impl Args {
     }
 }
 
-/// Generates `bars` bars as absolute-time notes (quarter notes from the start).
+/// Generates `bars` bars as absolute-time notes (quarter notes from the start) with the
+/// model the plugin would load for `choice` (falling back as it does). Also returns the
+/// model's name and the reason for a fallback, if any.
 pub fn generate_notes(
     choice: &ModelChoice,
     settings: GenSettings,
@@ -99,6 +108,17 @@ pub fn generate_notes(
     bars: usize,
 ) -> (Vec<MelodyNote>, String, Option<String>) {
     let (mut generator, fallback) = loader::load(choice);
+    let notes = generate_with(generator.as_mut(), settings, meter, bars);
+    (notes, generator.name().to_string(), fallback)
+}
+
+/// Generates `bars` bars as absolute-time notes (quarter notes from the start).
+pub fn generate_with(
+    generator: &mut dyn Generator,
+    settings: GenSettings,
+    meter: Meter,
+    bars: usize,
+) -> Vec<MelodyNote> {
     let bar_len = meter.beats_per_bar();
     let mut notes = Vec::new();
     for phrase_index in 0..bars.div_ceil(PHRASE_BARS) {
@@ -109,10 +129,7 @@ pub fn generate_notes(
             bars: PHRASE_BARS,
             context: &[],
         };
-        for (i, bar) in render_phrase(generator.as_mut(), &request)
-            .into_iter()
-            .enumerate()
-        {
+        for (i, bar) in render_phrase(generator, &request).into_iter().enumerate() {
             let bar_index = phrase_index * PHRASE_BARS + i;
             if bar_index >= bars {
                 break;
@@ -125,19 +142,15 @@ pub fn generate_notes(
             }));
         }
     }
-    (notes, generator.name().to_string(), fallback)
+    notes
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.bars == 0 || args.bars > 10_000 {
-        bail!("--bars must be 1..=10000");
-    }
     let (settings, meter) = args.settings()?;
-    let (notes, model, fallback) =
-        generate_notes(&ModelChoice::parse(&args.model), settings, meter, args.bars);
-    if let Some(why) = fallback {
-        eprintln!("warning: {why}");
-    }
+    // Exactly the model asked for: a path that does not load is an error, not a fallback.
+    let mut generator = loader::load_strict(&ModelChoice::parse(&args.model))?;
+    let notes = generate_with(generator.as_mut(), settings, meter, args.bars);
+    let model = generator.name();
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);
     write_melody(
         &args.out,
@@ -146,7 +159,7 @@ pub fn run(args: Args) -> Result<()> {
         args.tempo,
         meter,
         Some(settings.key),
-        args.channel - 1,
+        args.channel.saturating_sub(1),
     )?;
     println!(
         "wrote {} notes, {} bars of {} at {} BPM in {} ({model} model) to {}",

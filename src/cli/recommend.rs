@@ -1,16 +1,18 @@
 //! `melodist recommend`: rank the style presets for a context from the local history, with
 //! the reason for each.
 
+use super::ranged;
+use crate::limits;
 use crate::music::{Key, Meter, PitchClass, Scale};
 use crate::presets::{self, PresetLibrary};
 use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
 use crate::sessions::{LOCAL_PRODUCER, SessionDb};
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Host tempo in BPM.
-    #[arg(long)]
+    /// Host tempo in BPM, 20-300.
+    #[arg(long, value_parser = ranged(limits::TEMPO))]
     pub tempo: Option<f32>,
     /// Time signature, e.g. 4/4, 6/8.
     #[arg(long)]
@@ -21,14 +23,14 @@ pub struct Args {
     /// Scale of the track (with --key): major, minor, dorian, ...
     #[arg(long, default_value = "major")]
     pub scale: String,
-    /// Notes per beat you are playing.
-    #[arg(long)]
+    /// Notes per beat you are playing, 0-16.
+    #[arg(long, value_parser = ranged(0.0f32..=16.0))]
     pub density: Option<f32>,
-    /// Average MIDI pitch you are playing (60 = middle C).
-    #[arg(long)]
+    /// Average MIDI pitch you are playing (60 = middle C), 0-127.
+    #[arg(long, value_parser = ranged(0.0f32..=127.0))]
     pub register: Option<f32>,
-    /// How many presets to list.
-    #[arg(long, short = 'k', default_value_t = 5)]
+    /// How many presets to list, 1-1000.
+    #[arg(long, short = 'k', default_value_t = 5, value_parser = ranged(1..=1000usize))]
     pub count: usize,
     /// Whose history to use (imported logs may hold several producers).
     #[arg(long, default_value = LOCAL_PRODUCER)]
@@ -54,9 +56,6 @@ fn context(args: &Args) -> Result<Context> {
         }
         None => None,
     };
-    if let Some(t) = args.tempo.filter(|t| !(20.0..=400.0).contains(t)) {
-        bail!("--tempo {t} must be between 20 and 400 BPM");
-    }
     Ok(Context {
         producer: args.producer.clone(),
         tempo: args.tempo,

@@ -2,26 +2,32 @@
 //! KL divergence, range / interval / inter-onset histograms, share of notes in the
 //! conditioned scale, and the longest run copied verbatim from any corpus tune.
 
-use crate::generator::markov::{MarkovGenerator, MarkovModel, duration_token};
-use crate::generator::neural::NeuralGenerator;
+use super::ranged;
+use crate::generator::loader::{self, LoadedModel, ModelChoice};
+use crate::generator::markov::duration_token;
 use crate::generator::{GenSettings, Generator, PhraseRequest};
+use crate::limits;
 use crate::midi::MelodyNote;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
 use crate::music::{Key, Meter, PitchClass, Scale, SeedRng};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A neural model folder, or `markov` (the file given by --markov-file).
-    #[arg(long)]
+    /// `default` (the shipped neural model), `markov` (the shipped Markov model, or the
+    /// file given by --markov-file), or a neural model folder or Markov `.bin` file. A
+    /// model that cannot be loaded is an error.
+    #[arg(long, default_value = "default")]
     pub model: String,
-    #[arg(long, default_value_t = 8)]
+    /// Bars per generated phrase, 1-10000.
+    #[arg(long, default_value_t = 8, value_parser = ranged(limits::BARS))]
     pub bars: usize,
-    #[arg(long, default_value_t = 100)]
+    /// Phrases to generate, 1-100000.
+    #[arg(long, default_value_t = 100, value_parser = ranged(1..=100_000usize))]
     pub samples: usize,
     /// The corpus to compare with (and to search for copies).
     #[arg(long = "midi-dir", required = true, num_args = 1..)]
@@ -29,8 +35,9 @@ pub struct Args {
     /// Enforce the key by masking (neural only; the Markov baseline always does).
     #[arg(long)]
     pub scale_lock: bool,
-    #[arg(long, default_value = "models/markov.bin")]
-    pub markov_file: PathBuf,
+    /// With `--model markov`: use this Markov file instead of the shipped model.
+    #[arg(long)]
+    pub markov_file: Option<PathBuf>,
     /// Style tag to condition the neural model on (`any`, `reel`, `jig`, `chorale`, ...).
     #[arg(long, default_value = "any")]
     pub style: String,
@@ -46,6 +53,16 @@ struct Line {
 const SEED_LEN: usize = 4;
 
 pub fn run(args: Args) -> Result<()> {
+    let choice = match (args.model.as_str(), &args.markov_file) {
+        ("markov", Some(file)) => ModelChoice::Path(file.clone()),
+        (_, Some(_)) => bail!("--markov-file goes with --model markov"),
+        (name, None) => ModelChoice::parse(name),
+    };
+    // Loaded before the corpus is read, so a bad path fails at once.
+    let model = loader::load_model(&choice)?;
+    let neural = matches!(model, LoadedModel::Neural(_));
+    let style = Style::parse(&args.style)
+        .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
     let (tunes, _) = load_corpus(&args.midi_dirs)?;
     let mut corpus_paths = Vec::new();
     let corpus: Vec<Line> = tunes
@@ -58,15 +75,13 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect();
 
-    let mut generator: Box<dyn Generator> = if args.model == "markov" {
-        Box::new(MarkovGenerator::new(MarkovModel::load(&args.markov_file)?))
-    } else {
-        let mut g = NeuralGenerator::load(&PathBuf::from(&args.model))?;
-        g.sampler.scale_lock = args.scale_lock;
-        Box::new(g)
+    let mut generator: Box<dyn Generator> = match model {
+        LoadedModel::Neural(mut g) => {
+            g.sampler.scale_lock = args.scale_lock;
+            g
+        }
+        markov => markov.into_generator(),
     };
-    let style = Style::parse(&args.style)
-        .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
     let meters = [
         Meter::new(4, 4),
         Meter::new(6, 8),
@@ -150,7 +165,7 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "in conditioned scale: {:.2}% (scale lock {})",
         100.0 * in_scale as f64 / total.max(1) as f64,
-        if args.model == "markov" {
+        if !neural {
             "always on for Markov"
         } else if args.scale_lock {
             "on"

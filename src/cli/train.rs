@@ -1,5 +1,6 @@
 //! `melodist train`: train (or fine-tune) the neural melody model on folders of MIDI files.
 
+use super::ranged;
 use crate::model::lstm::LstmConfig;
 use crate::model::train::{TrainOptions, load_corpus, train};
 use anyhow::Result;
@@ -13,34 +14,37 @@ pub struct Args {
     /// Output folder: config.json, model.safetensors, metrics.json, checkpoints.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 30)]
+    /// Training epochs, 1-10000.
+    #[arg(long, default_value_t = 30, value_parser = ranged(1..=10_000usize))]
     pub epochs: usize,
     /// Continue from the checkpoint in `--out` (same data and options).
     #[arg(long)]
     pub resume: bool,
-    /// Stop after this many minutes, keeping the best weights so far.
-    #[arg(long)]
+    /// Stop after this many minutes (0-10080, a week), keeping the best weights so far.
+    #[arg(long, value_parser = ranged(0.0f64..=10_080.0))]
     pub max_minutes: Option<f64>,
-    #[arg(long, default_value_t = 16)]
+    /// Windows per batch, 1-1024.
+    #[arg(long, default_value_t = 16, value_parser = ranged(1..=1024usize))]
     pub batch_size: usize,
-    /// Peak learning rate (AdamW, warmup then cosine decay).
-    #[arg(long, default_value_t = 3e-3)]
+    /// Peak learning rate (AdamW, warmup then cosine decay), 0.000001-1.
+    #[arg(long, default_value_t = 3e-3, value_parser = ranged(1e-6f64..=1.0))]
     pub lr: f64,
-    /// LSTM width and depth.
-    #[arg(long, default_value_t = 256)]
+    /// LSTM width (8-4096) and depth (1-8).
+    #[arg(long, default_value_t = 256, value_parser = ranged(8..=4096usize))]
     pub hidden: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = ranged(1..=8usize))]
     pub layers: usize,
-    /// Dropout on embeddings, between layers and before the heads (training only).
-    #[arg(long, default_value_t = 0.2)]
+    /// Dropout on embeddings, between layers and before the heads (training only), 0-0.9.
+    #[arg(long, default_value_t = 0.2, value_parser = ranged(0.0f32..=0.9))]
     pub dropout: f32,
-    /// Longest training window in tokens (2 per note): most tunes fit whole at 512.
-    #[arg(long, default_value_t = 512)]
+    /// Longest training window in tokens (2 per note), 8-65536: most tunes fit whole at 512.
+    #[arg(long, default_value_t = 512, value_parser = ranged(8..=65_536usize))]
     pub window: usize,
-    /// Epochs without validation improvement before stopping early.
-    #[arg(long, default_value_t = 3)]
+    /// Epochs without validation improvement before stopping early, 1-10000.
+    #[arg(long, default_value_t = 3, value_parser = ranged(1..=10_000usize))]
     pub patience: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Seed for initialisation, shuffling and augmentation (any 64-bit number).
+    #[arg(long, default_value_t = 1, value_parser = ranged(0..=u64::MAX))]
     pub seed: u64,
     /// Hide the progress bar (logs stay).
     #[arg(long)]

@@ -1,10 +1,12 @@
 //! Finds the generator to use: a model the producer points to, else the models shipped
 //! inside the binary (the neural model first, the Markov baseline as its fallback).
-//! Never fails: a missing or broken model means a fallback and a reason.
+//! [`load`] (the plugin's) never fails: a missing or broken model means a fallback and a
+//! reason. [`load_strict`] and [`load_model`] (the command line's) fail instead.
 
 use super::Generator;
 use super::markov::{MarkovGenerator, MarkovModel};
 use super::neural::NeuralGenerator;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 /// The shipped Markov model, embedded so the plugin bundle is self-contained.
@@ -56,10 +58,48 @@ pub fn load(choice: &ModelChoice) -> (Box<dyn Generator>, Option<String>) {
             Err(err) => fallback(format!("the shipped neural model is unusable: {err:#}")),
         },
         ModelChoice::Path(path) => match load_path(path) {
-            Ok(g) => (g, None),
+            Ok(g) => (g.into_generator(), None),
             Err(err) => fallback(format!("could not load model {}: {err:#}", path.display())),
         },
     }
+}
+
+/// A model as the command line needs it: the concrete kind, to score notes with it.
+pub enum LoadedModel {
+    /// Boxed: it is three times the size of a Markov model.
+    Neural(Box<NeuralGenerator>),
+    Markov(MarkovModel),
+}
+
+impl LoadedModel {
+    pub fn into_generator(self) -> Box<dyn Generator> {
+        match self {
+            Self::Neural(g) => g,
+            Self::Markov(m) => Box::new(MarkovGenerator::new(m)),
+        }
+    }
+}
+
+/// Loads exactly the model asked for, or says why it cannot: `default` and `markov` are
+/// the models embedded in the binary (wherever it runs), a path is read from disk.
+pub fn load_model(choice: &ModelChoice) -> anyhow::Result<LoadedModel> {
+    match choice {
+        ModelChoice::Markov => Ok(LoadedModel::Markov(
+            MarkovModel::from_bytes(EMBEDDED_MARKOV)
+                .context("the shipped Markov model is damaged")?,
+        )),
+        ModelChoice::Default => Ok(LoadedModel::Neural(Box::new(
+            embedded_neural().context("the shipped neural model is unusable")?,
+        ))),
+        ModelChoice::Path(path) => {
+            load_path(path).with_context(|| format!("could not load model {}", path.display()))
+        }
+    }
+}
+
+/// [`load_model`] as a generator: no fallback, for the command line.
+pub fn load_strict(choice: &ModelChoice) -> anyhow::Result<Box<dyn Generator>> {
+    Ok(load_model(choice)?.into_generator())
 }
 
 /// The Markov model, with the reason it is used instead of the model asked for.
@@ -70,11 +110,11 @@ fn fallback(why: String) -> (Box<dyn Generator>, Option<String>) {
 }
 
 /// A folder is a neural model (`config.json` + `model.safetensors`); a file a Markov model.
-fn load_path(path: &Path) -> anyhow::Result<Box<dyn Generator>> {
+fn load_path(path: &Path) -> anyhow::Result<LoadedModel> {
     if path.is_dir() {
-        Ok(Box::new(NeuralGenerator::load(path)?))
+        Ok(LoadedModel::Neural(Box::new(NeuralGenerator::load(path)?)))
     } else {
-        Ok(Box::new(MarkovGenerator::new(MarkovModel::load(path)?)))
+        Ok(LoadedModel::Markov(MarkovModel::load(path)?))
     }
 }
 
@@ -126,5 +166,27 @@ mod tests {
         std::fs::write(&bad, b"MLDMKV01 garbage garbage garbage").unwrap();
         let (_, why) = load(&ModelChoice::Path(bad));
         assert!(why.unwrap().contains("corrupt"));
+    }
+
+    #[test]
+    fn strict_loading_uses_the_embedded_models_and_fails_on_a_bad_path() {
+        assert!(matches!(
+            load_model(&ModelChoice::Markov),
+            Ok(LoadedModel::Markov(_))
+        ));
+        assert!(matches!(
+            load_model(&ModelChoice::Default),
+            Ok(LoadedModel::Neural(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.bin");
+        let err = load_strict(&ModelChoice::Path(missing))
+            .err()
+            .expect("no fallback");
+        let message = format!("{err:#}");
+        assert!(message.contains("could not load model"), "{message}");
+        assert!(message.contains("nope.bin"), "{message}");
+        // An empty folder is not a neural model either.
+        assert!(load_strict(&ModelChoice::Path(dir.path().to_path_buf())).is_err());
     }
 }
