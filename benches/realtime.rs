@@ -79,6 +79,30 @@ fn activation(c: &mut Criterion) {
     c.bench_function("load + instantiate + first activate", |b| {
         b.iter(|| black_box(Session::new()))
     });
+    // Teardown (deactivate + destroy) must stay under 50 ms, even while the worker is
+    // still loading its model or the history is being written.
+    let teardown = |c: &mut Criterion, name: &str, play_blocks: usize| {
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut s = Session::new();
+                    let mut pos = 0.0;
+                    for _ in 0..play_blocks {
+                        s.process(Some(&transport(pos, 120.0, true)), &[]);
+                        pos += BLOCK as f64 * 2.0 / SR;
+                    }
+                    let started = std::time::Instant::now();
+                    s.deactivate();
+                    drop(s);
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+    };
+    teardown(c, "teardown right after activation (model loading)", 0);
+    teardown(c, "teardown after 200 blocks of playing", 200);
 }
 
 criterion_group! {

@@ -215,26 +215,35 @@ fn sessions_are_recorded_from_what_played() {
     s.deactivate();
     drop(s);
 
-    let db = melodist::sessions::SessionDb::open(&data.join("sessions.sqlite3"))
-        .expect("history database");
-    let log = db.load_log().unwrap();
-    let ours: Vec<_> = log
-        .sessions
-        .iter()
-        .filter(|x| (x.context.tempo - tempo as f32).abs() < 0.01)
-        .collect();
-    assert_eq!(ours.len(), 1, "sessions: {:?}", log.sessions);
     let preset_id = melodist::presets::PresetLibrary::factory().presets()
         [preset_index as usize - 1]
         .id
         .clone();
-    assert!(
-        ours[0]
-            .events
+    // Teardown does not wait for the history commit, so the log may land a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let db = melodist::sessions::SessionDb::open(&data.join("sessions.sqlite3"))
+            .expect("history database");
+        let log = db.load_log().unwrap();
+        let ours: Vec<_> = log
+            .sessions
             .iter()
-            .any(|e| e.kind == melodist::sessions::EventKind::PresetUsed
-                && e.preset.as_deref() == Some(preset_id.as_str())),
-        "events: {:?}",
-        ours[0].events
-    );
+            .filter(|x| (x.context.tempo - tempo as f32).abs() < 0.01)
+            .collect();
+        let used = ours.iter().any(|x| {
+            x.events.iter().any(|e| {
+                e.kind == melodist::sessions::EventKind::PresetUsed
+                    && e.preset.as_deref() == Some(preset_id.as_str())
+            })
+        });
+        if ours.len() == 1 && used {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions: {:?}",
+            log.sessions
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

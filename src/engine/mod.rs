@@ -11,6 +11,7 @@
 pub mod messages;
 pub mod monitor;
 pub mod scheduler;
+pub mod thread;
 pub mod worker;
 
 pub use messages::{BarNotes, BarReady, InputNote, MAX_NOTES_PER_BAR, ToWorker};

@@ -2,6 +2,7 @@
 //! input as context.
 
 use super::messages::{BarNotes, BarReady, CHANNEL_CAPACITY, InputNote, ToWorker};
+use super::thread::{Background, TEARDOWN_WAIT};
 use crate::generator::{
     ContextNote, GenSettings, Generator, Mode, PHRASE_BARS, Phrase, PhraseRequest, render_phrase,
 };
@@ -10,7 +11,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How many of the producer's notes the worker remembers.
@@ -55,7 +55,7 @@ pub struct Worker {
     /// The scheduler's request generation (see [`ToWorker::Bar`]).
     generation: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
 /// What the audio thread holds of the worker: both channel ends and the generation
@@ -78,16 +78,16 @@ impl Worker {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU32::new(0));
-        let handle = {
+        let thread = {
             let shared = Shared {
                 status: status.clone(),
                 stop: stop.clone(),
                 generation: generation.clone(),
             };
-            std::thread::Builder::new()
-                .name("melodist-worker".into())
-                .spawn(move || run(loader, requests, answers, shared))
-                .expect("cannot spawn the Melodist worker thread")
+            Background::spawn("melodist-worker", move || {
+                run(loader, requests, answers, shared)
+            })
+            .expect("cannot spawn the Melodist worker thread")
         };
         Self {
             to_worker,
@@ -95,7 +95,7 @@ impl Worker {
             status,
             generation,
             stop,
-            handle: Some(handle),
+            thread,
         }
     }
 
@@ -121,9 +121,8 @@ impl Drop for Worker {
         self.stop.store(true, Ordering::Relaxed);
         // Wakes the thread; if the queue is full it is busy and sees the flag right after.
         let _ = self.to_worker.try_send(ToWorker::Stop);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        // A model still loading finishes alone; the host does not wait for it.
+        self.thread.stop_within(TEARDOWN_WAIT);
     }
 }
 

@@ -8,6 +8,7 @@
 
 use super::MelodistParams;
 use crate::editor::{EditorAction, Suggestion};
+use crate::engine::thread::{Background, TEARDOWN_WAIT};
 use crate::engine::{EngineView, WorkerStatus};
 use crate::presets::PresetLibrary;
 use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
@@ -17,7 +18,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the companion looks at the plugin's state.
@@ -44,7 +44,7 @@ pub struct CompanionLinks {
 /// (the thread waits on this channel between ticks, so closing it wakes it).
 pub struct Companion {
     stop: Option<Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    thread: Option<Background>,
 }
 
 impl Companion {
@@ -52,13 +52,13 @@ impl Companion {
     /// from context alone, but records nothing.
     pub fn spawn(links: CompanionLinks, db_path: Option<PathBuf>) -> Self {
         let (stop, stopped) = crossbeam_channel::bounded(1);
-        let handle = std::thread::Builder::new()
-            .name("melodist-companion".into())
-            .spawn(move || State::new(links, db_path).run(&stopped))
-            .ok();
+        let thread = Background::spawn("melodist-companion", move || {
+            State::new(links, db_path).run(&stopped)
+        })
+        .ok();
         Self {
             stop: Some(stop),
-            handle,
+            thread,
         }
     }
 }
@@ -66,8 +66,9 @@ impl Companion {
 impl Drop for Companion {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        // A refit or a commit under way finishes alone (the session is still closed).
+        if let Some(t) = self.thread.as_mut() {
+            t.stop_within(TEARDOWN_WAIT);
         }
     }
 }
