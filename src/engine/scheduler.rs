@@ -886,7 +886,8 @@ impl Scheduler {
                 _ => break,
             }
         }
-        seg.to
+        // A host running slightly behind with a tiny block may end before `from`.
+        seg.to.max(seg.from)
     }
 
     /// The next note starting in `(from, to]` at or after the cursor (bar, index); counts
