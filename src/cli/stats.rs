@@ -4,11 +4,11 @@
 
 use super::ranged;
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
-use crate::generator::markov::duration_token;
 use crate::generator::{GenSettings, Generator, PhraseRequest};
 use crate::limits;
 use crate::midi::MelodyNote;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
+use crate::model::grid::duration_token;
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
 use crate::music::{Key, Meter, PitchClass, Scale, SeedRng};

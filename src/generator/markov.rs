@@ -9,15 +9,12 @@
 
 use super::{ContextNote, Generator, Phrase, PhraseRequest};
 use crate::midi::Melody;
-use crate::music::{BeatNote, Key, Meter, SeedRng, detect_key};
+use crate::model::grid::{DURATIONS, TPQ, bar_ticks, duration_token, events_of, histogram};
+use crate::music::{BeatNote, Key, Meter, SeedRng, detect_key, fnv1a};
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Grid resolution: ticks per quarter note. 12 covers sixteenths (3) and triplets (4, 2).
-pub const TPQ: u32 = 12;
-/// Duration vocabulary, in ticks.
-pub const DURATIONS: [u32; 11] = [2, 3, 4, 6, 8, 9, 12, 18, 24, 36, 48];
 /// Interval tokens -12..=12 are 0..=24; token 25 is a rest.
 const N_PITCH_TOKENS: usize = 26;
 const REST: u8 = 25;
@@ -50,20 +47,6 @@ pub struct MarkovModel {
     /// Melodies and notes seen in training, for the model card and CLI output.
     pub trained_melodies: u32,
     pub trained_notes: u32,
-}
-
-pub fn duration_token(ticks: u32) -> u8 {
-    let l = (ticks.max(1) as f32).ln();
-    DURATIONS
-        .iter()
-        .enumerate()
-        .min_by(|a, b| {
-            ((*a.1 as f32).ln() - l)
-                .abs()
-                .total_cmp(&((*b.1 as f32).ln() - l).abs())
-        })
-        .map(|(i, _)| i as u8)
-        .unwrap_or(6)
 }
 
 fn interval_token(from: u8, to: u8) -> u8 {
@@ -329,73 +312,6 @@ impl Reader<'_> {
     fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take()?))
     }
-}
-
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
-/// Duration-weighted pitch-class histogram of a melody.
-pub fn histogram(m: &Melody) -> [f32; 12] {
-    let mut h = [0.0; 12];
-    for n in &m.notes {
-        h[n.pitch as usize % 12] += n.duration as f32;
-    }
-    h
-}
-
-pub fn bar_ticks(meter: Meter) -> u32 {
-    ((meter.beats_per_bar() * TPQ as f64).round() as u32).max(1)
-}
-
-/// One note or rest on the grid: onset tick, duration token (index into `DURATIONS`), pitch.
-#[derive(Debug, Clone, Copy)]
-pub struct GridEvent {
-    pub start_tick: u32,
-    pub duration: u8,
-    pub pitch: Option<u8>,
-}
-
-/// Quantises a melody onto the grid as note and rest events (inter-onset durations).
-pub fn events_of(m: &Melody) -> Vec<GridEvent> {
-    let q = |x: f64| (x * TPQ as f64).round().max(0.0) as u32;
-    let mut out = Vec::new();
-    let notes: Vec<_> = m.notes.iter().filter(|n| n.duration > 0.0).collect();
-    for (i, n) in notes.iter().enumerate() {
-        let start = q(n.start);
-        let end = q(n.start + n.duration).max(start + 1);
-        let next = notes
-            .get(i + 1)
-            .map_or(end, |nx| q(nx.start).max(start + 1));
-        // A gap of at least an eighth becomes an explicit rest.
-        let (sound, rest) = if next > end && next - end >= TPQ / 2 {
-            (end - start, next - end)
-        } else {
-            (next - start, 0)
-        };
-        if i > 0
-            && out
-                .last()
-                .is_some_and(|e: &GridEvent| e.start_tick == start)
-        {
-            continue;
-        }
-        out.push(GridEvent {
-            start_tick: start,
-            duration: duration_token(sound),
-            pitch: Some(n.pitch),
-        });
-        if rest > 0 {
-            out.push(GridEvent {
-                start_tick: end,
-                duration: duration_token(rest),
-                pitch: None,
-            });
-        }
-    }
-    out
 }
 
 /// The Markov model behind the `Generator` seam.

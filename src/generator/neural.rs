@@ -5,9 +5,9 @@
 //! model step (pitch logits) plus the small duration layer. All controls are applied on
 //! logits by `model::sampler`.
 
-use super::markov::{TPQ, bar_ticks};
 use super::{Generator, Mode, Phrase, PhraseRequest};
 use crate::model::copyguard::CopyGuard;
+use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::lstm::{Lstm, LstmState};
 use crate::model::sampler::{PitchRules, SamplerConfig, duration_bias, pitch_bias, sample};
 use crate::model::tokenizer::{
@@ -285,7 +285,7 @@ impl Generator for NeuralGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::markov::DURATIONS;
+    use crate::model::grid::DURATIONS;
 
     #[test]
     fn the_guard_masks_only_the_copying_pitch_and_never_everything() {

@@ -9,7 +9,7 @@
 //! the last 13 notes such a window are masked, as long as something else (another pitch or
 //! a rest) is allowed. The steps are those `melodist stats` uses to find copies.
 
-use crate::generator::markov::{TPQ, duration_token};
+use super::grid::{TPQ, duration_token};
 use crate::midi::MelodyNote;
 use anyhow::{Result, bail};
 

@@ -9,6 +9,7 @@
 
 pub mod adamw;
 pub mod copyguard;
+pub mod grid;
 pub mod lstm;
 pub mod sampler;
 pub mod tokenizer;
@@ -83,5 +84,5 @@ pub fn load_model(config_json: &[u8], safetensors: &[u8]) -> Result<Lstm> {
 }
 
 fn checksum(bytes: &[u8]) -> String {
-    format!("{:016x}", crate::generator::markov::fnv1a(bytes))
+    format!("{:016x}", crate::music::fnv1a(bytes))
 }

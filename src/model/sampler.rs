@@ -6,8 +6,8 @@
 //! repetition). Notes are never snapped after sampling, so what the model plays is always
 //! something it considered. All randomness comes from the caller's `SeedRng`.
 
+use super::grid::{DURATIONS, TPQ};
 use super::tokenizer::{DUR0, METER0, REST, dur_token, key_pitch_token};
-use crate::generator::markov::{DURATIONS, TPQ};
 use crate::music::{Key, SeedRng};
 use serde::{Deserialize, Serialize};
 

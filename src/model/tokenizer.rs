@@ -29,10 +29,10 @@
 //! conditioning), which keeps recurrent steps few (speed) while it always knows where the
 //! downbeat is.
 //!
-//! Events are exactly the Markov baseline's (`markov::events_of`), so both models are
-//! scored on the same notes.
+//! Events are exactly the Markov baseline's (both quantise with `grid::events_of`), so both
+//! models are scored on the same notes.
 
-use crate::generator::markov::{DURATIONS, TPQ, bar_ticks, duration_token, events_of, histogram};
+use super::grid::{DURATIONS, TPQ, bar_ticks, duration_token, events_of, histogram};
 use crate::midi::{Melody, MelodyNote};
 use crate::music::{Key, Meter, PitchClass, Scale, detect_key};
 use serde::{Deserialize, Serialize};

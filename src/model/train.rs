@@ -20,9 +20,8 @@ use super::tokenizer::{
     DUR0, END, METER0, NoteSeq, PAD, PITCH0, REST, Style, TokenSeq, encode, token_pitch,
 };
 use super::{GUARD_FILE, METRICS_FILE, save_model};
-use crate::generator::markov::fnv1a;
 use crate::midi::{Melody, collect_midi_files, read_melody};
-use crate::music::SeedRng;
+use crate::music::{SeedRng, fnv1a};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{ParamsAdamW, VarBuilder, VarMap};

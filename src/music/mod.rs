@@ -8,5 +8,5 @@ pub mod scale;
 
 pub use key::{Key, PitchClass, detect_key};
 pub use note::{BeatNote, Meter};
-pub use rng::SeedRng;
+pub use rng::{SeedRng, fnv1a};
 pub use scale::Scale;
