@@ -35,12 +35,7 @@ fn session(
     let events = feedback
         .iter()
         .enumerate()
-        .map(|(i, (p, kind))| Event {
-            t_ms: i as i64,
-            kind: *kind,
-            preset: Some(p.to_string()),
-            seconds: None,
-        })
+        .map(|(i, (p, kind))| Event::about(i as i64, *kind, p, None))
         .collect();
     Session {
         producer: producer.into(),

@@ -7,8 +7,8 @@
 use melodist::music::{Key, Meter, PitchClass, Scale};
 use melodist::sessions::db::MIGRATIONS;
 use melodist::sessions::{
-    DATA_DIR_ENV, Event, EventKind, RecorderEvent, SessionContext, SessionDb, SessionLog,
-    SessionRecorder, default_db_path, jsonl,
+    DATA_DIR_ENV, Event, EventKind, Observation, RecorderEvent, SessionContext, SessionDb,
+    SessionLog, SessionRecorder, SessionTracker, default_db_path, jsonl,
 };
 use std::path::Path;
 use std::process::{Child, Command};
@@ -53,12 +53,7 @@ fn helper_process() {
                 .start_session("victim", 0, &SessionContext::default())
                 .unwrap();
             for i in 0.. {
-                let e = Event {
-                    t_ms: i,
-                    kind: EventKind::Kept,
-                    preset: Some(format!("preset-{i}")),
-                    seconds: None,
-                };
+                let e = Event::about(i, EventKind::Kept, &format!("preset-{i}"), None);
                 db.add_event(session, &e).unwrap();
             }
         }
@@ -173,6 +168,7 @@ fn corrupt_file_is_moved_aside_and_replaced() {
             kind: EventKind::Liked,
             preset: None,
             seconds: None,
+            context: None,
         },
     )
     .unwrap();
@@ -231,6 +227,18 @@ fn recorder_records_context_and_presets() {
         SessionRecorder::start(path.clone(), "local".into(), vec!["trap-bell".into()], 64);
     let tx = recorder.sender();
     let key = Some(Key::new(PitchClass::A, Scale::Minor));
+    // Nothing is open yet: these are not written, and no session appears for them.
+    tx.record(RecorderEvent::Feedback {
+        kind: EventKind::Liked,
+        preset: 0,
+    });
+    tx.record(RecorderEvent::Context {
+        tempo: 90.0,
+        meter: Meter::new(4, 4),
+        key: None,
+        input_density: None,
+        input_register: None,
+    });
     tx.record(RecorderEvent::Start {
         tempo: 140.0,
         meter: Meter::new(4, 4),
@@ -240,8 +248,8 @@ fn recorder_records_context_and_presets() {
         tempo: 141.0,
         meter: Meter::new(4, 4),
         key,
-        input_density: 2.0,
-        input_register: 64.0,
+        input_density: Some(2.0),
+        input_register: Some(64.0),
     });
     tx.record(RecorderEvent::PresetUsed {
         preset: 0,
@@ -254,10 +262,17 @@ fn recorder_records_context_and_presets() {
     tx.record(RecorderEvent::End);
     assert_eq!(recorder.finish(), 5);
     let log = SessionDb::open(&path).unwrap().load_log().unwrap();
+    assert_eq!(log.sessions.len(), 1, "no phantom session");
     let s = &log.sessions[0];
+    // The session keeps its starting tempo; the key and input it did not know are filled in.
     assert_eq!(
-        (s.context.tempo, s.context.key, s.context.input_register),
-        (141.0, key, Some(64.0))
+        (
+            s.context.tempo,
+            s.context.key,
+            s.context.input_density,
+            s.context.input_register
+        ),
+        (140.0, key, Some(2.0), Some(64.0))
     );
     let kinds: Vec<_> = s
         .events
@@ -267,10 +282,160 @@ fn recorder_records_context_and_presets() {
     assert_eq!(
         kinds,
         vec![
+            (EventKind::Context, None, None),
             (EventKind::PresetUsed, Some("trap-bell".into()), Some(75.0)),
             (EventKind::Exported, Some("preset-9".into()), None)
         ]
     );
+    // The change itself reached the database.
+    assert_eq!(
+        s.events[0].context,
+        Some(SessionContext {
+            tempo: 141.0,
+            meter: Meter::new(4, 4),
+            key,
+            input_density: Some(2.0),
+            input_register: Some(64.0),
+        })
+    );
+}
+
+/// What the plugin observes, run through the logging rules and the recorder into SQLite:
+/// play/stop habits give no abandons, the kept signal and context changes land in the file.
+#[test]
+fn tracked_plugin_session_reaches_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sqlite3");
+    let ids = vec!["a".to_string(), "b".to_string()];
+    let recorder = SessionRecorder::start(path.clone(), "local".into(), ids, 256);
+    let tx = recorder.sender();
+    let mut tracker = SessionTracker::default();
+    let mut t = 0.0;
+    let mut look = |tracker: &mut SessionTracker, secs: f64, obs: Observation| {
+        let mut out = Vec::new();
+        let end = t + secs;
+        while t < end {
+            tracker.observe(t, &obs, &mut out);
+            t += 0.1;
+        }
+        for e in out {
+            tx.record(e);
+        }
+    };
+    let base = Observation {
+        preset: Some(0),
+        ..Observation::default()
+    };
+    // Browse while stopped, like while stopped: nothing.
+    look(&mut tracker, 5.0, base);
+    let mut out = Vec::new();
+    tracker.action(EventKind::Liked, &mut out);
+    assert!(out.is_empty());
+    // Play/stop habits: 3 s play, stop, 3 s play, stop... never an abandon.
+    for _ in 0..3 {
+        look(
+            &mut tracker,
+            3.0,
+            Observation {
+                playing: true,
+                ..base
+            },
+        );
+        look(&mut tracker, 2.0, base);
+    }
+    // Then 40 s rolling at 120 BPM (20 bars), with the producer's input known.
+    look(
+        &mut tracker,
+        40.0,
+        Observation {
+            playing: true,
+            input_density: Some(1.0),
+            input_register: Some(70.0),
+            ..base
+        },
+    );
+    let mut out = Vec::new();
+    tracker.finish(&mut out);
+    for e in out {
+        tx.record(e);
+    }
+    drop(tx);
+    recorder.finish();
+    let log = SessionDb::open(&path).unwrap().load_log().unwrap();
+    assert_eq!(log.sessions.len(), 1);
+    let s = &log.sessions[0];
+    let has = |k| s.events.iter().any(|e| e.kind == k);
+    assert!(!has(EventKind::AbandonedQuickly), "{:?}", s.events);
+    assert!(has(EventKind::KeptPlaying), "{:?}", s.events);
+    assert!(has(EventKind::Context), "{:?}", s.events);
+    assert_eq!(s.context.input_register, Some(70.0));
+    let used: f32 = s.events.iter().filter_map(|e| e.seconds).sum();
+    assert!((used - 49.0).abs() < 0.5, "rolling time only: {used}");
+}
+
+/// Today's schema (v2) with data opens, migrates and reads the same.
+#[test]
+fn migrates_a_version_2_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.sqlite3");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO sessions (producer, started_at, ended_at, tempo, meter, key, input_density, input_register)
+             VALUES ('local', 42, 99, 128.0, '4/4', 'A Natural minor', 1.25, 67.0)",
+            [],
+        )
+        .unwrap();
+        for (t, kind, seconds) in [(7, "liked", None), (90, "preset_used", Some(61.0))] {
+            conn.execute(
+                "INSERT INTO events (session_id, t_ms, kind, preset, seconds) VALUES (1, ?1, ?2, 'trap-bell', ?3)",
+                rusqlite::params![t, kind, seconds],
+            )
+            .unwrap();
+        }
+    }
+    let db = SessionDb::open(&path).unwrap();
+    assert_eq!(db.schema_version().unwrap() as usize, MIGRATIONS.len());
+    let log = db.load_log().unwrap();
+    let s = &log.sessions[0];
+    assert_eq!(
+        s.context,
+        SessionContext {
+            tempo: 128.0,
+            meter: Meter::new(4, 4),
+            key: Some(Key::new(PitchClass::A, Scale::Minor)),
+            input_density: Some(1.25),
+            input_register: Some(67.0),
+        }
+    );
+    assert_eq!(
+        s.events,
+        vec![
+            Event::about(7, EventKind::Liked, "trap-bell", None),
+            Event::about(90, EventKind::PresetUsed, "trap-bell", Some(61.0)),
+        ]
+    );
+    // A context event can be written and read back after the migration.
+    let ctx = SessionContext {
+        tempo: 130.0,
+        ..s.context
+    };
+    db.add_event(
+        s.session,
+        &Event {
+            t_ms: 100,
+            kind: EventKind::Context,
+            preset: None,
+            seconds: None,
+            context: Some(ctx),
+        },
+    )
+    .unwrap();
+    let log = db.load_log().unwrap();
+    assert_eq!(log.sessions[0].events[2].context, Some(ctx));
 }
 
 #[test]
@@ -285,12 +450,7 @@ fn export_import_and_forget() {
     let id = db.start_session("local", 1000, &ctx).unwrap();
     db.add_event(
         id,
-        &Event {
-            t_ms: 5,
-            kind: EventKind::PresetUsed,
-            preset: Some("slow-air".into()),
-            seconds: Some(61.5),
-        },
+        &Event::about(5, EventKind::PresetUsed, "slow-air", Some(61.5)),
     )
     .unwrap();
     db.end_session(id, 9000).unwrap();

@@ -13,7 +13,7 @@ use crate::engine::{EngineView, WorkerStatus};
 use crate::presets::PresetLibrary;
 use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
 use crate::sessions::recorder::{RecorderEvent, RecorderSender, SessionRecorder};
-use crate::sessions::{EventKind, LOCAL_PRODUCER, SessionDb};
+use crate::sessions::{EventKind, LOCAL_PRODUCER, Observation, SessionDb, SessionTracker};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 /// How often suggestions are re-ranked when nothing happened.
 const RERANK_EVERY: Duration = Duration::from_secs(10);
-/// A preset switched away from within this time counts as abandoned.
-const QUICK_ABANDON_SECS: f32 = 10.0;
+/// Input statistics look at the producer's notes over this many beats.
+const INPUT_WINDOW_BEATS: f64 = 32.0;
 /// Suggestions shown in the editor.
 const SUGGESTIONS: usize = 5;
 /// Events the session queue holds before it drops (it never blocks).
@@ -79,9 +79,13 @@ struct State {
     db_path: Option<PathBuf>,
     recorder: Option<SessionRecorder>,
     sender: Option<RecorderSender>,
+    /// The logging rules: what to record when (see [`SessionTracker`]).
+    tracker: SessionTracker,
+    /// The tracker's clock starts here.
+    epoch: Instant,
+    /// The preset in use (library index).
+    preset: Option<u16>,
     playing: bool,
-    /// The preset in use (library index) and since when.
-    preset: Option<(u16, Instant)>,
     /// The last preset the editor applied; in use while the parameter says "Manual".
     editor_preset: Option<u16>,
     idea: u32,
@@ -116,8 +120,10 @@ impl State {
             db_path,
             recorder,
             sender,
-            playing: false,
+            tracker: SessionTracker::default(),
+            epoch: Instant::now(),
             preset: None,
+            playing: false,
             editor_preset: None,
             idea,
             last_rank: None,
@@ -131,102 +137,86 @@ impl State {
                 self.rerank();
             }
         }
-        self.close_preset();
-        self.record(RecorderEvent::End);
+        let mut out = Vec::new();
+        self.tracker.finish(&mut out);
+        self.record_all(out);
         if let Some(r) = self.recorder.take() {
             r.finish();
         }
     }
 
-    fn record(&self, event: RecorderEvent) {
+    fn record_all(&self, events: Vec<RecorderEvent>) {
         if let Some(s) = &self.sender {
-            s.record(event);
+            for event in events {
+                s.record(event);
+            }
         }
+    }
+
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
     }
 
     /// One look at the plugin. Returns whether anything the ranking depends on changed.
     fn tick(&mut self) -> bool {
         let mut changed = false;
-        let (playing, tempo, meter) = {
+        let mut out = Vec::new();
+        let (playing, tempo, meter, density, register) = {
             let mut view = self.links.view.lock().expect("engine view lock");
             view.update();
-            (view.playing, view.tempo as f32, view.meter)
+            let (density, register) = input_stats(&view);
+            (
+                view.playing,
+                view.tempo as f32,
+                view.meter,
+                density,
+                register,
+            )
         };
-        if playing != self.playing {
-            self.playing = playing;
-            if playing {
-                let key = Some(self.key());
-                self.record(RecorderEvent::Start { tempo, meter, key });
-                // A fresh session starts with the preset already in use.
-                if let Some((p, _)) = self.preset {
-                    self.preset = Some((p, Instant::now()));
-                }
-            } else {
-                self.close_preset();
-                self.record(RecorderEvent::End);
-            }
-            changed = true;
-        }
-
         let param = self.links.params.preset.value();
-        let current = if param >= 1 {
-            Some(param as u16 - 1)
-        } else {
-            self.editor_preset
-        };
-        if current != self.preset.map(|(p, _)| p) {
-            self.close_preset();
-            self.preset = current.map(|p| (p, Instant::now()));
-            changed = true;
-        }
-
-        let idea = self.links.params.idea.load(Ordering::Relaxed);
-        if idea != self.idea {
-            self.idea = idea;
-            self.feedback(EventKind::NewIdea);
-            changed = true;
-        }
-
+        // The editor's actions first: an applied preset is in use from this look on.
+        let mut feedback = Vec::new();
         while let Ok(action) = self.links.actions.try_recv() {
             match action {
-                EditorAction::Like => self.feedback(EventKind::Liked),
-                EditorAction::Dislike => self.feedback(EventKind::Disliked),
-                EditorAction::Captured(_) => self.feedback(EventKind::Exported),
-                EditorAction::ApplyPreset(id) => {
-                    self.editor_preset = self.library.index_of(&id);
-                    if param >= 1 {
-                        continue; // the parameter still rules until set back to Manual
-                    }
-                    self.close_preset();
-                    self.preset = self.editor_preset.map(|p| (p, Instant::now()));
-                }
+                EditorAction::Like => feedback.push(EventKind::Liked),
+                EditorAction::Dislike => feedback.push(EventKind::Disliked),
+                EditorAction::Captured(_) => feedback.push(EventKind::Exported),
+                EditorAction::ApplyPreset(id) => self.editor_preset = self.library.index_of(&id),
                 // "New idea" is counted from the parameter; saving a preset is not feedback.
                 EditorAction::NewIdea => {}
                 EditorAction::SavePreset(_) => self.reload_library(),
             }
             changed = true;
         }
+        let current = if param >= 1 {
+            Some(param as u16 - 1)
+        } else {
+            self.editor_preset
+        };
+        changed |= current != self.preset || playing != self.playing;
+        self.preset = current;
+        self.playing = playing;
+        let obs = Observation {
+            playing,
+            tempo,
+            meter,
+            key: Some(self.key()),
+            input_density: density,
+            input_register: register,
+            preset: current,
+        };
+        self.tracker.observe(self.now(), &obs, &mut out);
+        let idea = self.links.params.idea.load(Ordering::Relaxed);
+        if idea != self.idea {
+            self.idea = idea;
+            self.tracker.action(EventKind::NewIdea, &mut out);
+            changed = true;
+        }
+        for kind in feedback {
+            self.tracker.action(kind, &mut out);
+        }
+        self.record_all(out);
         changed
-    }
-
-    /// Logs how long the current preset was used, and a quick abandon.
-    fn close_preset(&mut self) {
-        if let Some((preset, since)) = self.preset.take() {
-            let seconds = since.elapsed().as_secs_f32();
-            self.record(RecorderEvent::PresetUsed { preset, seconds });
-            if seconds < QUICK_ABANDON_SECS {
-                self.record(RecorderEvent::Feedback {
-                    kind: EventKind::AbandonedQuickly,
-                    preset,
-                });
-            }
-        }
-    }
-
-    fn feedback(&self, kind: EventKind) {
-        if let Some((preset, _)) = self.preset {
-            self.record(RecorderEvent::Feedback { kind, preset });
-        }
     }
 
     fn reload_library(&mut self) {
@@ -255,20 +245,13 @@ impl State {
             .unwrap_or_default();
         let (tempo, meter, density, register) = {
             let view = self.links.view.lock().expect("engine view lock");
-            let recent: Vec<_> = view
-                .played
-                .iter()
-                .filter(|n| n.input && n.start > view.playhead - 32.0)
-                .collect();
-            let density = (!recent.is_empty()).then(|| recent.len() as f32 / 32.0);
-            let register = (!recent.is_empty())
-                .then(|| recent.iter().map(|n| n.pitch as f32).sum::<f32>() / recent.len() as f32);
+            let (density, register) = input_stats(&view);
             (view.tempo as f32, view.meter, density, register)
         };
         let catalogue = Catalogue::from_library(&self.library);
         let mut hybrid = Hybrid::new(HybridWeights::TUNED);
         hybrid.fit(&Dataset::new(&log, catalogue));
-        let session = self.preset.map(|(p, _)| vec![(p, 0.0)]).unwrap_or_default();
+        let session = self.preset.map(|p| vec![(p, 0.0)]).unwrap_or_default();
         let ctx = Context {
             producer: LOCAL_PRODUCER.to_string(),
             tempo: Some(tempo),
@@ -292,4 +275,20 @@ impl State {
             .collect();
         *self.links.suggestions.lock().expect("suggestions lock") = suggestions;
     }
+}
+
+/// The producer's recent input: (notes per beat, mean MIDI pitch) over the last
+/// [`INPUT_WINDOW_BEATS`], or `None`s when they played nothing.
+fn input_stats(view: &EngineView) -> (Option<f32>, Option<f32>) {
+    let recent: Vec<_> = view
+        .played
+        .iter()
+        .filter(|n| n.input && n.start > view.playhead - INPUT_WINDOW_BEATS)
+        .collect();
+    if recent.is_empty() {
+        return (None, None);
+    }
+    let density = recent.len() as f32 / INPUT_WINDOW_BEATS as f32;
+    let register = recent.iter().map(|n| n.pitch as f32).sum::<f32>() / recent.len() as f32;
+    (Some(density), Some(register))
 }

@@ -380,6 +380,7 @@ fn feedback_events(
             kind,
             preset: Some(preset.to_string()),
             seconds,
+            context: None,
         })
     };
     let end = t0 + (seconds * 1000.0) as i64;

@@ -43,7 +43,34 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sessions ADD COLUMN input_density REAL;
     ALTER TABLE sessions ADD COLUMN input_register REAL;
     CREATE INDEX events_by_session ON events(session_id);",
+    // v3: `context` events carry the new tempo, meter, key and input statistics.
+    "ALTER TABLE events ADD COLUMN tempo REAL;
+    ALTER TABLE events ADD COLUMN meter TEXT;
+    ALTER TABLE events ADD COLUMN key TEXT;
+    ALTER TABLE events ADD COLUMN input_density REAL;
+    ALTER TABLE events ADD COLUMN input_register REAL;",
 ];
+
+/// Inserts one event (with its context columns) into `conn`.
+fn insert_event(conn: &Connection, session: i64, e: &Event) -> rusqlite::Result<usize> {
+    let c = e.context.as_ref();
+    conn.execute(
+        "INSERT INTO events (session_id, t_ms, kind, preset, seconds, tempo, meter, key, input_density, input_register)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            session,
+            e.t_ms,
+            e.kind.as_str(),
+            e.preset,
+            e.seconds,
+            c.map(|c| c.tempo),
+            c.map(|c| c.meter.to_string()),
+            c.and_then(|c| c.key).map(|k| k.to_string()),
+            c.and_then(|c| c.input_density),
+            c.and_then(|c| c.input_register)
+        ],
+    )
+}
 
 /// How long a writer waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,12 +205,7 @@ impl SessionDb {
 
     /// Appends one event (one transaction: durable once this returns).
     pub fn add_event(&self, session: i64, event: &Event) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO events (session_id, t_ms, kind, preset, seconds) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![session, event.t_ms, event.kind.as_str(), event.preset, event.seconds],
-            )
-            .context("cannot record event")?;
+        insert_event(&self.conn, session, event).context("cannot record event")?;
         Ok(())
     }
 
@@ -242,18 +264,32 @@ impl SessionDb {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT session_id, t_ms, kind, preset, seconds FROM events ORDER BY id")?;
+            .prepare("SELECT session_id, t_ms, kind, preset, seconds, tempo, meter, key, input_density, input_register FROM events ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
+            let key = r.get::<_, Option<String>>(7)?;
+            let density = r.get::<_, Option<f64>>(8)?;
+            let register = r.get::<_, Option<f64>>(9)?;
+            let context = match (r.get::<_, Option<f64>>(5)?, r.get::<_, Option<String>>(6)?) {
+                (Some(tempo), Some(meter)) => Meter::parse(&meter).map(|meter| SessionContext {
+                    tempo: tempo as f32,
+                    meter,
+                    key: key.as_deref().and_then(super::parse_key),
+                    input_density: density.map(|d| d as f32),
+                    input_register: register.map(|d| d as f32),
+                }),
+                _ => None,
+            };
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, Option<String>>(3)?,
                 r.get::<_, Option<f64>>(4)?,
+                context,
             ))
         })?;
         for row in rows {
-            let (session, t_ms, kind, preset, seconds) = row?;
+            let (session, t_ms, kind, preset, seconds, context) = row?;
             let (Some(&i), Some(kind)) = (index.get(&session), EventKind::parse(&kind)) else {
                 continue;
             };
@@ -262,6 +298,7 @@ impl SessionDb {
                 kind,
                 preset,
                 seconds: seconds.map(|s| s as f32),
+                context,
             });
         }
         Ok(log)
@@ -289,10 +326,7 @@ impl SessionDb {
             )?;
             let id = tx.last_insert_rowid();
             for e in &s.events {
-                tx.execute(
-                    "INSERT INTO events (session_id, t_ms, kind, preset, seconds) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, e.t_ms, e.kind.as_str(), e.preset, e.seconds],
-                )?;
+                insert_event(&tx, id, e)?;
             }
         }
         tx.commit().context("cannot import sessions")?;

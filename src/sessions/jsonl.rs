@@ -89,6 +89,7 @@ mod tests {
                 kind: EventKind::PresetUsed,
                 preset: Some("jig-lilt".into()),
                 seconds: Some(80.0),
+                context: None,
             }],
         };
         let log = SessionLog {

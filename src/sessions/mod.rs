@@ -8,9 +8,11 @@
 pub mod db;
 pub mod jsonl;
 pub mod recorder;
+pub mod tracker;
 
 pub use db::SessionDb;
 pub use recorder::{RecorderEvent, RecorderSender, SessionRecorder};
+pub use tracker::{Observation, SessionTracker, TrackerRules};
 
 use crate::music::{Key, Meter};
 use anyhow::{Context as _, Result};
@@ -53,12 +55,18 @@ pub enum EventKind {
     Exported,
     /// The producer asked for a new idea (mild dissatisfaction with the current phrase).
     NewIdea,
-    /// The preset was switched away from within seconds.
+    /// The preset was switched away from within seconds of rolling transport.
     AbandonedQuickly,
+    /// The preset kept playing for [`TrackerRules::kept_bars`] bars of rolling transport
+    /// without a preset change or a new idea: the positive signal the plugin itself sees.
+    KeptPlaying,
+    /// The session's musical context changed (tempo, meter, key, input statistics); the new
+    /// values are in [`Event::context`].
+    Context,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::PresetUsed,
         EventKind::Liked,
         EventKind::Disliked,
@@ -66,6 +74,8 @@ impl EventKind {
         EventKind::Exported,
         EventKind::NewIdea,
         EventKind::AbandonedQuickly,
+        EventKind::KeptPlaying,
+        EventKind::Context,
     ];
 
     /// The database / JSON spelling.
@@ -78,6 +88,8 @@ impl EventKind {
             EventKind::Exported => "exported",
             EventKind::NewIdea => "new_idea",
             EventKind::AbandonedQuickly => "abandoned_quickly",
+            EventKind::KeptPlaying => "kept_playing",
+            EventKind::Context => "context",
         }
     }
 
@@ -104,6 +116,26 @@ impl EventKind {
             EventKind::Disliked => -1.0,
             EventKind::NewIdea => -0.25,
             EventKind::AbandonedQuickly => -2.0,
+            EventKind::KeptPlaying => 1.0,
+            EventKind::Context => 0.0,
+        }
+    }
+
+    /// A bit per kind, for sets of kinds ([`EventKind::ALL`] order).
+    pub fn bit(self) -> u16 {
+        1 << EventKind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
+    /// How an explanation cites this evidence: "you liked it", ... `None` for kinds that
+    /// are not evidence about a preset.
+    pub fn evidence_phrase(self) -> Option<&'static str> {
+        match self {
+            EventKind::Exported => Some("captured it"),
+            EventKind::Kept => Some("kept phrases from it"),
+            EventKind::Liked => Some("liked it"),
+            EventKind::KeptPlaying => Some("let it play on"),
+            EventKind::PresetUsed => Some("played it for over a minute"),
+            _ => None,
         }
     }
 }
@@ -150,6 +182,22 @@ pub struct Event {
     /// How long the preset was used (`preset_used` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f32>,
+    /// The new context (`context` events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<SessionContext>,
+}
+
+impl Event {
+    /// An event about `preset` (no context).
+    pub fn about(t_ms: i64, kind: EventKind, preset: &str, seconds: Option<f32>) -> Event {
+        Event {
+            t_ms,
+            kind,
+            preset: Some(preset.to_string()),
+            seconds,
+            context: None,
+        }
+    }
 }
 
 /// One session: from loading the plugin (or pressing play) to closing it.
@@ -285,6 +333,7 @@ mod tests {
             kind,
             preset: Some(preset.into()),
             seconds: None,
+            context: None,
         };
         let s = Session {
             producer: "p".into(),

@@ -6,6 +6,10 @@
 //! not as strings. A background thread owned by [`SessionRecorder`] timestamps the events,
 //! maps indices to preset ids and writes them to SQLite. If the queue is ever full the event
 //! is dropped and counted, never waited for.
+//!
+//! Only `Start` opens a session: events that arrive while none is open are not written (no
+//! phantom sessions with a made-up context). What to send when is decided by
+//! [`super::SessionTracker`].
 
 use super::{Event, EventKind, SessionContext, SessionDb};
 use crate::music::{Key, Meter};
@@ -26,13 +30,14 @@ pub enum RecorderEvent {
         key: Option<Key>,
     },
     /// New facts about the running session: host tempo or meter changed, key detected, input
-    /// statistics updated.
+    /// statistics updated. Logged as a `context` event; facts the session did not know at its
+    /// start (key, input statistics) are also filled into the session itself.
     Context {
         tempo: f32,
         meter: Meter,
         key: Option<Key>,
-        input_density: f32,
-        input_register: f32,
+        input_density: Option<f32>,
+        input_register: Option<f32>,
     },
     /// Preset `preset` (library index) was active for `seconds`.
     PresetUsed { preset: u16, seconds: f32 },
@@ -203,9 +208,10 @@ impl Writer {
                 Err(_) => break,
             };
             match writer.write(event) {
-                Ok(()) => {
+                Ok(true) => {
                     written.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(false) => {}
                 Err(err) => eprintln!("melodist: could not record a session event: {err:#}"),
             }
             if closing.load(Ordering::Acquire) && rx.is_empty() {
@@ -217,7 +223,8 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, event: RecorderEvent) -> anyhow::Result<()> {
+    /// Writes one event; `Ok(false)` when it was not written because no session is open.
+    fn write(&mut self, event: RecorderEvent) -> anyhow::Result<bool> {
         match event {
             RecorderEvent::Start { tempo, meter, key } => {
                 self.close()?;
@@ -236,32 +243,69 @@ impl Writer {
                 input_density,
                 input_register,
             } => {
-                let (id, _, ctx) = self.ensure_open()?;
-                ctx.tempo = tempo;
-                ctx.meter = meter;
-                ctx.key = key.or(ctx.key);
-                ctx.input_density = Some(input_density);
-                ctx.input_register = Some(input_register);
-                let (id, ctx) = (*id, *ctx);
-                self.db.update_context(id, &ctx)?;
+                let Some((id, started, ctx)) = self.open.as_mut() else {
+                    return Ok(false);
+                };
+                let (id, started) = (*id, *started);
+                let new = SessionContext {
+                    tempo,
+                    meter,
+                    key: key.or(ctx.key),
+                    input_density: input_density.or(ctx.input_density),
+                    input_register: input_register.or(ctx.input_register),
+                };
+                // The session keeps its starting tempo and meter; what it did not know at
+                // the start is filled in from the first observation.
+                let filled = SessionContext {
+                    key: ctx.key.or(new.key),
+                    input_density: ctx.input_density.or(new.input_density),
+                    input_register: ctx.input_register.or(new.input_register),
+                    ..*ctx
+                };
+                if filled != *ctx {
+                    *ctx = filled;
+                    self.db.update_context(id, &filled)?;
+                }
+                self.db.add_event(
+                    id,
+                    &Event {
+                        t_ms: now_ms() - started,
+                        kind: EventKind::Context,
+                        preset: None,
+                        seconds: None,
+                        context: Some(new),
+                    },
+                )?;
             }
             RecorderEvent::PresetUsed { preset, seconds } => {
-                self.event(EventKind::PresetUsed, preset, Some(seconds))?;
+                return self.event(EventKind::PresetUsed, preset, Some(seconds));
             }
-            RecorderEvent::Feedback { kind, preset } => self.event(kind, preset, None)?,
-            RecorderEvent::End => self.close()?,
+            RecorderEvent::Feedback { kind, preset } => return self.event(kind, preset, None),
+            RecorderEvent::End => {
+                if self.open.is_none() {
+                    return Ok(false);
+                }
+                self.close()?
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn event(&mut self, kind: EventKind, preset: u16, seconds: Option<f32>) -> anyhow::Result<()> {
+    fn event(
+        &mut self,
+        kind: EventKind,
+        preset: u16,
+        seconds: Option<f32>,
+    ) -> anyhow::Result<bool> {
+        let Some((id, started, _)) = self.open else {
+            return Ok(false);
+        };
         let preset = Some(
             self.preset_ids
                 .get(preset as usize)
                 .cloned()
                 .unwrap_or_else(|| format!("preset-{preset}")),
         );
-        let (id, started, _) = *self.ensure_open()?;
         self.db.add_event(
             id,
             &Event {
@@ -269,8 +313,10 @@ impl Writer {
                 kind,
                 preset,
                 seconds,
+                context: None,
             },
-        )
+        )?;
+        Ok(true)
     }
 
     fn open_session(&mut self, ctx: SessionContext) -> anyhow::Result<()> {
@@ -278,15 +324,6 @@ impl Writer {
         let id = self.db.start_session(&self.producer, started, &ctx)?;
         self.open = Some((id, started, ctx));
         Ok(())
-    }
-
-    /// Events that arrive before any `Start` (the host never started the transport) open a
-    /// session with default context rather than being lost.
-    fn ensure_open(&mut self) -> anyhow::Result<&mut (i64, i64, SessionContext)> {
-        if self.open.is_none() {
-            self.open_session(SessionContext::default())?;
-        }
-        Ok(self.open.as_mut().expect("just opened"))
     }
 
     fn close(&mut self) -> anyhow::Result<()> {
