@@ -129,6 +129,8 @@ fn out_of_range_values_are_errors_that_name_the_range() {
         ("--high", "128", "must be between 0 and 127"),
         ("--velocity", "0", "must be between 1 and 127"),
         ("--channel", "17", "must be between 1 and 16"),
+        ("--loop-bars", "3", "must be 0 (off), 1, 2, 4 or 8"),
+        ("--evolve", "1.5", "must be between 0 and 1"),
     ] {
         let arg = format!("{option}={value}");
         let stderr = rejected(&["generate", &arg, "--out", out]);

@@ -438,3 +438,33 @@ fn key_changed_while_stopped_applies_to_the_first_bar_played() {
     let changed = GenSettings { key, ..settings };
     daw.assert_heard(&written(changed, 4));
 }
+
+#[test]
+fn loop_mode_repeats_the_hook_note_for_note() {
+    let (_, mut params) = a_minor(9);
+    params.push(("looplen", serde_json::json!({"i32": 2}))); // "2 bars"
+    let mut daw = Daw::new(48_000.0, 120.0, &params);
+    daw.locate(0.0, 512);
+    daw.play_beats(32.0, 512);
+    daw.stop(512);
+    let bps = daw.bps();
+    let span = daw.spans[0];
+    // Every pass of the 2-bar loop (8 beats) plays what the first did, on the same beats.
+    let mut passes: Vec<Vec<(i64, u8)>> = vec![Vec::new(); 4];
+    for h in &daw.heard {
+        let beat = span.beat + (h.on - span.first) as f64 * bps;
+        let pass = (beat / 8.0).floor() as usize;
+        let at = ((beat - pass as f64 * 8.0) / TICK).round() as i64;
+        if pass < 4 {
+            passes[pass].push((at, h.pitch));
+        }
+    }
+    assert!(
+        passes[0].len() > 4,
+        "the hook has {} notes",
+        passes[0].len()
+    );
+    for (k, pass) in passes.iter().enumerate().skip(1) {
+        assert_eq!(pass, &passes[0], "pass {k} differs from the hook");
+    }
+}

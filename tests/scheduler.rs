@@ -831,3 +831,42 @@ fn loop_range_wraps_inside_blocks_without_resyncs() {
         "{downbeats} downbeats in {wraps} wraps"
     );
 }
+
+/// Loop mode: a change of Evolve while a loop plays waits for the loop's end, so the loop
+/// under way is never cut; from there on the new setting plays.
+#[test]
+fn loop_settings_change_at_the_next_loop_boundary() {
+    use melodist::generator::looping::LoopPlayer;
+    let a = GenSettings {
+        seed: 3,
+        loop_bars: 4,
+        evolve: 0.0,
+        ..Default::default()
+    };
+    let b = GenSettings { evolve: 1.0, ..a };
+    let expected = |bars: std::ops::Range<i64>, s: GenSettings| {
+        let mut g = embedded_markov();
+        let mut player = LoopPlayer::default();
+        bars.flat_map(|bar| {
+            player
+                .bar(g.as_mut(), s, Meter::new(4, 4), bar)
+                .into_iter()
+                .map(move |n| Heard {
+                    beat: bar as f64 * 4.0 + n.start,
+                    pitch: n.pitch,
+                })
+        })
+        .collect::<Vec<_>>()
+    };
+    let bps = 2.0 / 48_000.0;
+    let mut h = Harness::new();
+    // Into bar 5 (the second repeat), then Evolve goes to 1: bars 5-7 stay as they were.
+    let pos = h.play(0.0, 1000, 480, 120.0, 48_000.0, &offline(a)); // to beat 20 (bar 5)
+    let end = h.play(pos, 1500, 480, 120.0, 48_000.0, &offline(b)); // to beat 50
+    let mut want = expected(0..8, a);
+    want.extend(expected(8..13, b));
+    want.retain(|n| n.beat < end - 1e-9);
+    assert_on_grid(&h.heard, &want, bps);
+    // Evolve 1 really changed the loop (so the boundary above is observable).
+    assert_ne!(expected(8..12, b), expected(8..12, a));
+}

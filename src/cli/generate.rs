@@ -3,6 +3,7 @@
 
 use super::{ranged, unit_interval, widen};
 use crate::generator::loader::{self, ModelChoice};
+use crate::generator::looping::{LOOP_LENGTHS, LoopPlayer};
 use crate::generator::{GenSettings, Generator, Mode, PHRASE_BARS, PhraseRequest, render_phrase};
 use crate::limits;
 use crate::midi::{MelodyNote, write_melody};
@@ -60,6 +61,13 @@ pub struct Args {
     /// waltz, polka, chorale, dance.
     #[arg(long, default_value = "any")]
     pub style: String,
+    /// Loop mode: repeat a hook of this many bars (0 = off, 1, 2, 4 or 8), as the plugin's
+    /// Loop length.
+    #[arg(long, default_value_t = 0, value_parser = loop_length)]
+    pub loop_bars: u8,
+    /// How much each loop repeat changes, 0-1 (0 = exact repeats).
+    #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
+    pub evolve: f32,
     /// `default` (the shipped neural model), `markov` (the shipped Markov model), or a
     /// path to a model: a neural model folder or a Markov `.bin` file. A model that cannot
     /// be loaded is an error.
@@ -93,6 +101,8 @@ impl Args {
             follow_input: false,
             style: Style::parse(&self.style)
                 .with_context(|| format!("unknown style '{}'", self.style))?,
+            loop_bars: self.loop_bars,
+            evolve: self.evolve,
         };
         Ok((settings, meter))
     }
@@ -121,6 +131,24 @@ pub fn generate_with(
 ) -> Vec<MelodyNote> {
     let bar_len = meter.beats_per_bar();
     let mut notes = Vec::new();
+    let mut push = |bar_index: usize, bar: Vec<crate::music::BeatNote>| {
+        notes.extend(bar.into_iter().map(|n| MelodyNote {
+            start: bar_index as f64 * bar_len + n.start,
+            duration: n.duration,
+            pitch: n.pitch,
+            velocity: n.velocity,
+        }))
+    };
+    if settings.loop_bars > 0 {
+        let mut looper = LoopPlayer::default();
+        for bar_index in 0..bars {
+            push(
+                bar_index,
+                looper.bar(generator, settings, meter, bar_index as i64),
+            );
+        }
+        return notes;
+    }
     for phrase_index in 0..bars.div_ceil(PHRASE_BARS) {
         let request = PhraseRequest {
             settings,
@@ -134,15 +162,18 @@ pub fn generate_with(
             if bar_index >= bars {
                 break;
             }
-            notes.extend(bar.into_iter().map(|n| MelodyNote {
-                start: bar_index as f64 * bar_len + n.start,
-                duration: n.duration,
-                pitch: n.pitch,
-                velocity: n.velocity,
-            }));
+            push(bar_index, bar);
         }
     }
     notes
+}
+
+/// `--loop-bars`: one of the plugin's loop lengths.
+fn loop_length(text: &str) -> Result<u8, String> {
+    text.parse::<u8>()
+        .ok()
+        .filter(|n| LOOP_LENGTHS.contains(n))
+        .ok_or_else(|| "must be 0 (off), 1, 2, 4 or 8".to_string())
 }
 
 pub fn run(args: Args) -> Result<()> {

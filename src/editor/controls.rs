@@ -162,6 +162,9 @@ pub fn show(ui: &mut Ui, state: &mut EditorState) {
         slider(ui, access, &params.velocity);
         slider(ui, access, &params.humanize);
         choice(ui, access, &params.mode);
+        choice(ui, access, &params.loop_length);
+        slider(ui, access, &params.evolve)
+            .on_hover_text("How much each loop repeat changes: 0 repeats exactly");
         ui.horizontal(|ui| {
             slider(ui, access, &params.seed);
             if ui

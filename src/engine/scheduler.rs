@@ -648,7 +648,7 @@ impl Scheduler {
         block_end: f64,
         at_rest: bool,
     ) {
-        let settings = controls.settings;
+        let (settings, loop_boundary) = self.loop_change(controls.settings, grid, at_rest);
         let meter_changed = self.meter.is_some_and(|m| m != meter);
         let changed =
             self.settings.is_some_and(|s| s != settings) || meter_changed || self.input_dirty;
@@ -673,10 +673,16 @@ impl Scheduler {
                 splice = Some(next_beat.max(pos - grid.start));
             }
         }
+        // Bars from the playhead up to here keep their notes.
+        let keep_until = match loop_boundary {
+            Some(bar) => bar,
+            None if redo_current || splice.is_some() => grid.bar,
+            None => grid.bar + 1,
+        };
         let epoch = self.epoch;
         for slot in self.slots.iter_mut().filter(|s| s.bar != EMPTY_SLOT) {
             let current = slot.bar == grid.bar;
-            if current && !redo_current && splice.is_none() {
+            if (grid.bar..keep_until).contains(&slot.bar) {
                 continue;
             }
             slot.epoch = epoch;
@@ -685,6 +691,35 @@ impl Scheduler {
             if redo_current || at_rest {
                 slot.content_epoch = None;
             }
+        }
+    }
+
+    /// While a loop plays, a change of only Loop length or Evolve waits for the loop's end,
+    /// so the loop is never cut: returns the settings to use now, and the loop's end bar
+    /// once the lookahead reaches it (the change applies from there).
+    fn loop_change(
+        &self,
+        wanted: GenSettings,
+        grid: BarGrid,
+        at_rest: bool,
+    ) -> (GenSettings, Option<i64>) {
+        let Some(now) = self.settings else {
+            return (wanted, None);
+        };
+        let length = now.loop_bars as i64;
+        let loop_only = GenSettings {
+            loop_bars: wanted.loop_bars,
+            evolve: wanted.evolve,
+            ..now
+        } == wanted;
+        if at_rest || length == 0 || !loop_only || now == wanted {
+            return (wanted, None);
+        }
+        let boundary = (grid.bar.div_euclid(length) + 1) * length;
+        if grid.bar + LOOKAHEAD_BARS as i64 >= boundary {
+            (wanted, Some(boundary))
+        } else {
+            (now, None)
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::messages::{BarNotes, BarReady, CHANNEL_CAPACITY, InputNote, ToWorker};
 use super::thread::{Background, TEARDOWN_WAIT};
+use crate::generator::looping::LoopPlayer;
 use crate::generator::{
     ContextNote, GenSettings, Generator, Mode, PHRASE_BARS, Phrase, PhraseRequest, render_phrase,
 };
@@ -154,6 +155,7 @@ fn run(
     let mut inputs: VecDeque<InputNote> = VecDeque::with_capacity(INPUT_MEMORY);
     let mut input_version = 0u64;
     let mut cache: Option<CachedPhrase> = None;
+    let mut looper = LoopPlayer::default();
     while !stop.load(Ordering::Relaxed) {
         let msg = match requests.recv_timeout(Duration::from_millis(20)) {
             Ok(m) => m,
@@ -192,6 +194,17 @@ fn run(
             } => {
                 let uses_input = settings.mode == Mode::Continue || settings.follow_input;
                 let settings = effective_settings(settings, &inputs, &status);
+                if settings.loop_bars > 0 {
+                    // Loop mode plays the seed's hook; the producer's input does not reshape it.
+                    let bar = looper.bar(generator.as_mut(), settings, meter, bar_index);
+                    status.bars_generated.fetch_add(1, Ordering::Relaxed);
+                    let _ = answers.try_send(BarReady {
+                        epoch,
+                        bar_index,
+                        notes: BarNotes::from_slice(&bar),
+                    });
+                    continue;
+                }
                 let phrase_index = bar_index.div_euclid(PHRASE_BARS as i64);
                 let version = if uses_input { input_version } else { 0 };
                 let fresh = cache.as_ref().is_some_and(|c| {

@@ -4,6 +4,7 @@
 //! behind it, so the neural model and the Markov baseline are interchangeable.
 
 pub mod loader;
+pub mod looping;
 pub mod markov;
 pub mod neural;
 pub mod perform;
@@ -54,6 +55,12 @@ pub struct GenSettings {
     /// preset's style is not one the model knows). The Markov baseline ignores it.
     #[serde(default)]
     pub style: Style,
+    /// Loop mode: a hook of this many bars repeats (0 = off). See [`looping`].
+    #[serde(default)]
+    pub loop_bars: u8,
+    /// 0 = the loop repeats exactly; higher values change a few notes (then bars) per repeat.
+    #[serde(default)]
+    pub evolve: f32,
 }
 
 impl Default for GenSettings {
@@ -71,6 +78,8 @@ impl Default for GenSettings {
             mode: Mode::Generate,
             follow_input: false,
             style: Style::Any,
+            loop_bars: 0,
+            evolve: 0.0,
         }
     }
 }
@@ -100,6 +109,27 @@ pub struct ContextNote {
     pub pitch: u8,
     /// Inter-onset duration in quarter notes.
     pub duration: f64,
+}
+
+/// The *Loop length* parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum LoopLength {
+    #[name = "Off"]
+    Off,
+    #[name = "1 bar"]
+    One,
+    #[name = "2 bars"]
+    Two,
+    #[name = "4 bars"]
+    Four,
+    #[name = "8 bars"]
+    Eight,
+}
+
+impl LoopLength {
+    pub fn bars(self) -> u8 {
+        looping::LOOP_LENGTHS[self.to_index()]
+    }
 }
 
 /// One request for a phrase.

@@ -3,7 +3,7 @@
 
 use crate::editor::EditorSize;
 use crate::engine::Quantize;
-use crate::generator::{GenSettings, Mode};
+use crate::generator::{GenSettings, LoopLength, Mode};
 use crate::music::{Key, PitchClass, Scale};
 use crate::presets::PresetLibrary;
 use nice_plug::prelude::*;
@@ -67,6 +67,12 @@ pub struct MelodistParams {
     /// humanize, mode, scale) over them. Key and seed always stay the producer's.
     #[id = "preset"]
     pub preset: IntParam,
+    /// Loop mode: repeat a hook of this many bars (Off = keep writing new phrases).
+    #[id = "looplen"]
+    pub loop_length: EnumParam<LoopLength>,
+    /// How much each loop repeat changes: 0 = exact repeats, 1 = drifts to a new hook.
+    #[id = "evolve"]
+    pub evolve: FloatParam,
     /// How many times "new idea" was pressed: part of the seed, saved with the project so
     /// the same idea plays back after reopening it.
     #[persist = "idea"]
@@ -159,6 +165,8 @@ impl Default for MelodistParams {
             )
             .with_value_to_string(Arc::new(preset_name))
             .with_string_to_value(Arc::new(preset_index)),
+            loop_length: EnumParam::new("Loop length", LoopLength::Off),
+            evolve: unit("Evolve", 0.0),
             factory,
             idea: Arc::new(AtomicU32::new(0)),
             editor_size: Arc::default(),
@@ -199,6 +207,8 @@ impl MelodistParams {
             mode: self.mode.value(),
             follow_input: self.follow_input.value(),
             style: crate::model::tokenizer::Style::Any,
+            loop_bars: self.loop_length.value().bars(),
+            evolve: self.evolve.value(),
         }
     }
 
