@@ -4,11 +4,17 @@
 //! Continue mode, the producer's phrase is read note by note; then each new note costs one
 //! model step (pitch logits) plus the small duration layer. All controls are applied on
 //! logits by `model::sampler`.
+//!
+//! The plugin and the command line decode with [`FastLstm`]: plain Rust over the same
+//! weights, on the caller's thread, with no system calls, locks or allocation per note.
+//! candle's step ([`Lstm::step`]) stays as the reference: [`NeuralGenerator::generate_reference`]
+//! runs the same loop on it, and the tests check both give the same notes for a seed.
 
 use super::{Generator, Mode, Phrase, PhraseRequest};
 use crate::model::copyguard::CopyGuard;
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::lstm::{Lstm, LstmState};
+use crate::model::lstm_fast::{FastLstm, FastState};
 use crate::model::sampler::{PitchRules, SamplerConfig, duration_bias, pitch_bias, sample};
 use crate::model::tokenizer::{
     BOS, PAD, Style, cond_tokens, key_pitch_token, ticks_token, token_key_pitch, token_ticks,
@@ -22,9 +28,13 @@ use std::path::Path;
 const MAX_CONTEXT_NOTES: usize = 64;
 
 pub struct NeuralGenerator {
+    /// The candle network: scoring (`melodist eval`) and the reference decoder.
     model: Lstm,
-    /// A one-thread pool: candle's CPU ops would otherwise hop to rayon's global pool on
-    /// every token (+50–190 µs of context switches each).
+    /// The same weights laid out for decoding, and its preallocated state.
+    fast: FastLstm,
+    state: FastState,
+    /// A one-thread pool for the reference decoder: candle's CPU ops would otherwise hop to
+    /// rayon's global pool on every token (+50–190 µs of context switches each).
     pool: rayon::ThreadPool,
     pub sampler: SamplerConfig,
     /// Originality guard (empty when the model folder has none).
@@ -32,10 +42,64 @@ pub struct NeuralGenerator {
     buffers: Buffers,
 }
 
-/// Sampling buffers reused from token to token.
+/// Sampling buffers and phrase memory, reused from note to note and phrase to phrase.
 struct Buffers {
     bias: Vec<f32>,
     scratch: Vec<(f32, u32)>,
+    /// Key-relative pitches played (context included), for the repetition penalty.
+    recent: Vec<u8>,
+    /// (onset tick, pitch or rest, duration token) of what we played, for motif reuse.
+    played: Vec<(u32, Option<u8>, u32)>,
+    /// (pitch, onset tick) of the notes played, for the originality guard.
+    notes: Vec<(u8, u32)>,
+}
+
+/// One step of the network, as [`decode`] needs it: the fast path or the candle reference.
+trait Decoder {
+    fn start(&mut self, cond: [u32; 3]) -> candle_core::Result<()>;
+    /// Pitch logits of the next note (see [`Lstm::step`]).
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, pos: u16) -> candle_core::Result<&[f32]>;
+    /// Duration logits once its pitch is chosen (see [`Lstm::duration_logits`]).
+    fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]>;
+}
+
+struct Fast<'a>(&'a FastLstm, &'a mut FastState);
+
+impl Decoder for Fast<'_> {
+    fn start(&mut self, cond: [u32; 3]) -> candle_core::Result<()> {
+        self.0.start(cond, self.1);
+        Ok(())
+    }
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, pos: u16) -> candle_core::Result<&[f32]> {
+        Ok(self.0.step(prev_pitch, prev_dur, pos, self.1))
+    }
+    fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]> {
+        Ok(self.0.duration_logits(pitch, self.1))
+    }
+}
+
+/// candle's step, holding the last logits so both decoders lend a slice.
+struct Reference<'a> {
+    model: &'a Lstm,
+    state: Option<LstmState>,
+    logits: Vec<f32>,
+}
+
+impl Decoder for Reference<'_> {
+    fn start(&mut self, cond: [u32; 3]) -> candle_core::Result<()> {
+        self.state = Some(self.model.start(cond)?);
+        Ok(())
+    }
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, pos: u16) -> candle_core::Result<&[f32]> {
+        let state = self.state.as_mut().expect("start before step");
+        self.logits = self.model.step(prev_pitch, prev_dur, pos, state)?;
+        Ok(&self.logits)
+    }
+    fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]> {
+        let state = self.state.as_ref().expect("start before duration");
+        self.logits = self.model.duration_logits(pitch, state)?;
+        Ok(&self.logits)
+    }
 }
 
 impl NeuralGenerator {
@@ -50,9 +114,16 @@ impl NeuralGenerator {
         let buffers = Buffers {
             bias: vec![0.0; vocab],
             scratch: Vec::with_capacity(vocab),
+            recent: Vec::with_capacity(1024),
+            played: Vec::with_capacity(1024),
+            notes: Vec::with_capacity(1024),
         };
+        let fast = FastLstm::from_lstm(&model)?;
+        let state = fast.state();
         Ok(Self {
             model,
+            fast,
+            state,
             pool,
             sampler: SamplerConfig::default(),
             guard: CopyGuard::default(),
@@ -91,6 +162,11 @@ impl NeuralGenerator {
         &self.model
     }
 
+    /// The decoder the generator runs (for benchmarks and tests).
+    pub fn fast_model(&self) -> &FastLstm {
+        &self.fast
+    }
+
     /// Decoding state before the first note; exposed for benchmarks and tests.
     pub fn start_state(
         &self,
@@ -100,11 +176,34 @@ impl NeuralGenerator {
     ) -> candle_core::Result<LstmState> {
         self.model.start(cond_tokens(style, meter, key))
     }
+
+    /// [`Generator::generate`] on candle's step instead of the fast path: the reference
+    /// the tests and the benchmark compare against.
+    pub fn generate_reference(&mut self, request: &PhraseRequest<'_>, rng: &mut SeedRng) -> Phrase {
+        let Self {
+            model,
+            pool,
+            sampler,
+            guard,
+            buffers,
+            ..
+        } = self;
+        let mut reference = Reference {
+            model,
+            state: None,
+            logits: vec![],
+        };
+        pool.install(|| decode(&mut reference, guard, *sampler, buffers, request, rng))
+            .unwrap_or_else(|err| {
+                eprintln!("melodist: neural generator failed ({err}); this phrase is silent");
+                vec![Vec::new(); request.bars]
+            })
+    }
 }
 
 /// Writes one phrase, note by note.
 fn decode(
-    model: &Lstm,
+    model: &mut impl Decoder,
     guard: &CopyGuard,
     cfg: SamplerConfig,
     buf: &mut Buffers,
@@ -134,12 +233,21 @@ fn decode(
     };
     let context_ticks: u32 = context.iter().filter_map(|c| token_ticks(c.1)).sum();
     let mut t_ctx = (bar - context_ticks % bar) % bar;
-    let mut state = model.start(cond_tokens(s.style, req.meter, s.key))?;
+    model.start(cond_tokens(s.style, req.meter, s.key))?;
     // The note read at the next step: (pitch-kind token, duration token).
     let mut prev = (BOS, PAD);
-    let mut recent: Vec<u8> = Vec::new();
+    let Buffers {
+        bias,
+        scratch,
+        recent,
+        played,
+        notes,
+    } = buf;
+    recent.clear();
+    played.clear();
+    notes.clear();
     for &(p, d) in &context {
-        model.step(prev.0, prev.1, (t_ctx % bar) as u16, &mut state)?;
+        model.step(prev.0, prev.1, (t_ctx % bar) as u16)?;
         prev = (p, d);
         t_ctx += token_ticks(d).unwrap_or(TPQ);
         recent.extend(token_key_pitch(p, s.key));
@@ -147,10 +255,6 @@ fn decode(
 
     let total = bar * req.bars as u32;
     let mut phrase: Phrase = vec![Vec::new(); req.bars];
-    // (onset tick, pitch or rest, duration token) of what we played, for motif reuse.
-    let mut played: Vec<(u32, Option<u8>, u32)> = Vec::new();
-    // (pitch, onset tick) of the notes played, for the originality guard.
-    let mut notes: Vec<(u8, u32)> = Vec::new();
     let mut t = 0;
     while t < total {
         let pos = t % bar;
@@ -171,24 +275,16 @@ fn decode(
             repeated: (n >= 2 && recent[n - 1] == recent[n - 2]).then(|| recent[n - 1]),
             repeat_penalty: cfg.repeat_penalty,
         };
-        let logits = model.step(prev.0, prev.1, pos as u16, &mut state)?;
-        pitch_bias(&mut buf.bias, &rules);
-        guard_copies(guard, &notes, t, s.key, &mut buf.bias);
-        let (p_tok, pitch) =
-            match sample(&logits, &buf.bias, temp, cfg.top_p, rng, &mut buf.scratch) {
-                Some(tok) => (tok, token_key_pitch(tok, s.key)),
-                None => fallback_pitch(&rules),
-            };
-        let logits = model.duration_logits(p_tok, &state)?;
-        duration_bias(
-            &mut buf.bias,
-            bar - pos,
-            beta,
-            motif.map(|e| e.2),
-            cfg.motif,
-        );
-        let d_tok = sample(&logits, &buf.bias, temp, cfg.top_p, rng, &mut buf.scratch)
-            .unwrap_or(ticks_token(TPQ));
+        let logits = model.step(prev.0, prev.1, pos as u16)?;
+        pitch_bias(bias, &rules);
+        guard_copies(guard, notes, t, s.key, bias);
+        let (p_tok, pitch) = match sample(logits, bias, temp, cfg.top_p, rng, scratch) {
+            Some(tok) => (tok, token_key_pitch(tok, s.key)),
+            None => fallback_pitch(&rules),
+        };
+        let logits = model.duration(p_tok)?;
+        duration_bias(bias, bar - pos, beta, motif.map(|e| e.2), cfg.motif);
+        let d_tok = sample(logits, bias, temp, cfg.top_p, rng, scratch).unwrap_or(ticks_token(TPQ));
         let ticks = token_ticks(d_tok).unwrap_or(TPQ).min(bar - pos);
         let fed = ticks_token(ticks);
         if let Some(p) = pitch {
@@ -224,16 +320,18 @@ fn guard_copies(guard: &CopyGuard, notes: &[(u8, u32)], now: u32, key: Key, bias
         let next_onset = last.get(i + 1).map_or(now, |n| n.1);
         *r = (last[i].0, next_onset - last[i].1);
     }
-    let copies: Vec<usize> = (0..bias.len())
-        .filter(|&tok| bias[tok].is_finite())
-        .filter(|&tok| {
-            token_key_pitch(tok as u32, key).is_some_and(|p| guard.would_copy(&recent, p))
-        })
-        .collect();
+    // Counted first, masked second: no allocation per note.
+    let copies = |bias: &[f32], tok: usize| {
+        bias[tok].is_finite()
+            && token_key_pitch(tok as u32, key).is_some_and(|p| guard.would_copy(&recent, p))
+    };
+    let n_copies = (0..bias.len()).filter(|&tok| copies(bias, tok)).count();
     let allowed = bias.iter().filter(|b| b.is_finite()).count();
-    if copies.len() < allowed {
-        for tok in copies {
-            bias[tok] = f32::NEG_INFINITY;
+    if n_copies > 0 && n_copies < allowed {
+        for tok in 0..bias.len() {
+            if copies(bias, tok) {
+                bias[tok] = f32::NEG_INFINITY;
+            }
         }
     }
 }
@@ -268,17 +366,26 @@ impl Generator for NeuralGenerator {
 
     fn generate(&mut self, request: &PhraseRequest<'_>, rng: &mut SeedRng) -> Phrase {
         let Self {
-            model,
-            pool,
+            fast,
+            state,
             sampler,
             guard,
             buffers,
+            ..
         } = self;
-        pool.install(|| decode(model, guard, *sampler, buffers, request, rng))
-            .unwrap_or_else(|err| {
-                eprintln!("melodist: neural generator failed ({err}); this phrase is silent");
-                vec![Vec::new(); request.bars]
-            })
+        // The fast decoder cannot fail: the error arm is the reference decoder's.
+        decode(
+            &mut Fast(fast, state),
+            guard,
+            *sampler,
+            buffers,
+            request,
+            rng,
+        )
+        .unwrap_or_else(|err| {
+            eprintln!("melodist: neural generator failed ({err}); this phrase is silent");
+            vec![Vec::new(); request.bars]
+        })
     }
 }
 

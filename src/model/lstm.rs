@@ -21,7 +21,8 @@
 //! - [`Lstm::step`] + [`Lstm::duration_logits`]: one note of one sequence, carrying an
 //!   [`LstmState`] (live decoding). The first layer's input projections of every embedding
 //!   row are precomputed, so reading a note costs three table rows plus one
-//!   matrix-vector product per layer.
+//!   matrix-vector product per layer. This is the reference for the decoder the plugin
+//!   runs, [`super::lstm_fast::FastLstm`] (same weights, no candle, no system calls).
 
 use super::tokenizer::{MAX_POS, VOCAB};
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
@@ -97,6 +98,19 @@ pub struct Lstm {
     /// Transposed weights, contiguous for fast matrix-vector products.
     w_hh_t: Vec<Tensor>,
     w_ih_t: Vec<Tensor>,
+}
+
+/// The weights as [`super::lstm_fast::FastLstm`] reads them (borrowed, at load time).
+pub(super) struct Weights<'a> {
+    pub tok_in: &'a Tensor,
+    pub pos_in: &'a Tensor,
+    pub cond_in: &'a Tensor,
+    /// `(w_ih, w_hh, bias)` per layer.
+    pub layers: Vec<(&'a Tensor, &'a Tensor, &'a Tensor)>,
+    pub pitch_head: &'a Linear,
+    pub dur_in: &'a Linear,
+    pub dur_pitch: &'a Tensor,
+    pub dur_head: &'a Linear,
 }
 
 /// Recurrent state of one sequence: `(h, c)` per layer, each `[1, H]`, plus the
@@ -295,6 +309,21 @@ impl Lstm {
         let p = pitch as usize;
         let z = (self.dur_in.forward(top)? + self.dur_pitch.i(p..p + 1)?)?.relu()?;
         self.dur_head.forward(&z)?.squeeze(0)?.to_vec1()
+    }
+
+    pub(super) fn weights(&self) -> Weights<'_> {
+        Weights {
+            tok_in: &self.tok_in,
+            pos_in: &self.pos_in,
+            cond_in: &self.cond_in,
+            layers: (self.layers.iter())
+                .map(|l| (&l.w_ih, &l.w_hh, &l.bias))
+                .collect(),
+            pitch_head: &self.pitch_head,
+            dur_in: &self.dur_in,
+            dur_pitch: &self.dur_pitch,
+            dur_head: &self.dur_head,
+        }
     }
 
     pub fn parameter_count(&self) -> usize {

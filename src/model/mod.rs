@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod copyguard;
 pub mod grid;
 pub mod lstm;
+pub mod lstm_fast;
 pub mod sampler;
 pub mod tokenizer;
 pub mod train;

@@ -1,0 +1,349 @@
+//! The LSTM of [`super::lstm`] for live decoding: one note of one sequence per step, in plain
+//! Rust over the same weights, with **no system calls, no locks and no allocation per note**.
+//!
+//! Why not candle here: at batch 1 a step is a handful of matrix-vector products, and
+//! candle 0.11 asks `utils::get_num_threads()` on every CPU matmul, which (unless
+//! `RAYON_NUM_THREADS` is set, and a plugin cannot set it inside a host) reads
+//! `/proc/cpuinfo`, then splits the product across rayon and waits on futexes. A plugin's
+//! worker thread must not do that. candle stays for training and as the reference forward
+//! ([`super::lstm::Lstm::forward`]); tests check this path against it to 1e-4.
+//!
+//! Layout, chosen for the cache: each weight matrix is stored transposed, row-major
+//! `[inputs, outputs]` f32, so a product is a sum of input rows scaled by the input
+//! (`out += x[i] * w[i, ..]`): the inner loop runs over contiguous outputs, which the
+//! compiler vectorises without reassociating a reduction, and each weight is read once.
+//! The four gates `[input, forget, cell, output]` are contiguous blocks of one row. A
+//! layer above the first reads `[x; h]` through one stacked `[W_ih; W_hh]` matrix, and
+//! since the states of consecutive layers sit next to each other in one buffer, `[x; h]`
+//! is a slice of it with no copy. The first layer's input projections of every table row
+//! come precomputed from [`super::lstm::Lstm`], so reading a note costs three table rows.
+//!
+//! The step is bound by reading the weights (≈ 3.4 MB f32 for the 2×256 model per note);
+//! on x86-64 the products run with AVX2 when the CPU has it (detected once, no FMA so the
+//! result is bit-identical to the portable path).
+
+use super::lstm::{Lstm, LstmConfig};
+use candle_core::{Result, Tensor};
+
+/// The decode-only network: the weights of an [`Lstm`], laid out for matrix-vector products.
+pub struct FastLstm {
+    pub config: LstmConfig,
+    /// First-layer input projections (no bias) of every token row, `[vocab, 4H]`.
+    tok_in: Vec<f32>,
+    /// Same for every bar position, `[max_pos, 4H]`.
+    pos_in: Vec<f32>,
+    /// Same for the header tokens, `[vocab, 4H]`.
+    cond_in: Vec<f32>,
+    layers: Vec<Layer>,
+    pitch_head: Dense,
+    dur_in: Dense,
+    /// The chosen pitch's contribution to the duration layer, `[vocab, dur_hidden]`.
+    dur_pitch: Vec<f32>,
+    dur_head: Dense,
+}
+
+struct Layer {
+    /// `W_hh^T` (`[H, 4H]`) for the first layer, `[W_ih^T; W_hh^T]` (`[2H, 4H]`) above it.
+    w: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A linear layer: `w` is `[in, out]` row-major.
+struct Dense {
+    w: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// Recurrent state and scratch of one sequence, allocated once ([`FastLstm::state`]) and
+/// reused for every phrase ([`FastLstm::start`]).
+pub struct FastState {
+    /// `[layers, H]` each; layer `l`'s input is `h[l - 1]`, right before `h[l]`.
+    h: Vec<f32>,
+    c: Vec<f32>,
+    /// The conditioning's first-layer projection, first-layer bias included.
+    cond: Vec<f32>,
+    /// The current layer's input projection and gate pre-activations, `[4H]` each.
+    input: Vec<f32>,
+    gates: Vec<f32>,
+    dur_hidden: Vec<f32>,
+    pitch_logits: Vec<f32>,
+    dur_logits: Vec<f32>,
+}
+
+impl FastLstm {
+    /// Copies the weights out of the candle model (once, at load time).
+    pub fn from_lstm(m: &Lstm) -> Result<Self> {
+        let w = m.weights();
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let transposed = |t: &Tensor| flat(&t.t()?.contiguous()?);
+        let mut layers = Vec::new();
+        for (l, (w_ih, w_hh, bias)) in w.layers.iter().enumerate() {
+            let mut stacked = if l == 0 { vec![] } else { transposed(w_ih)? };
+            stacked.extend(transposed(w_hh)?);
+            layers.push(Layer {
+                w: stacked,
+                bias: flat(bias)?,
+            });
+        }
+        let dense = |l: &candle_nn::Linear| -> Result<Dense> {
+            let bias = l.bias().expect("linear layers are built with a bias");
+            Ok(Dense {
+                w: transposed(l.weight())?,
+                bias: flat(bias)?,
+            })
+        };
+        Ok(Self {
+            config: m.config.clone(),
+            tok_in: flat(w.tok_in)?,
+            pos_in: flat(w.pos_in)?,
+            cond_in: flat(w.cond_in)?,
+            layers,
+            pitch_head: dense(w.pitch_head)?,
+            dur_in: dense(w.dur_in)?,
+            dur_pitch: flat(w.dur_pitch)?,
+            dur_head: dense(w.dur_head)?,
+        })
+    }
+
+    /// Buffers for one sequence; call [`FastLstm::start`] before the first step.
+    pub fn state(&self) -> FastState {
+        let c = &self.config;
+        let (n, g) = (c.layers * c.hidden, 4 * c.hidden);
+        FastState {
+            h: vec![0.0; n],
+            c: vec![0.0; n],
+            cond: vec![0.0; g],
+            input: vec![0.0; g],
+            gates: vec![0.0; g],
+            dur_hidden: vec![0.0; c.dur_hidden],
+            pitch_logits: vec![0.0; c.vocab],
+            dur_logits: vec![0.0; c.vocab],
+        }
+    }
+
+    /// Resets `s` for a tune with header tokens `cond` (style, meter, key).
+    pub fn start(&self, cond: [u32; 3], s: &mut FastState) {
+        s.h.fill(0.0);
+        s.c.fill(0.0);
+        s.cond.copy_from_slice(&self.layers[0].bias);
+        for tok in cond {
+            add(
+                &mut s.cond,
+                row(&self.cond_in, tok as usize, 4 * self.config.hidden),
+            );
+        }
+    }
+
+    /// Reads the previous note (`prev_pitch`, `prev_dur` tokens; `BOS`, `PAD` before the
+    /// first) and the bar position `pos` of the next note; returns the next note's pitch
+    /// logits over the vocabulary (valid until the next call).
+    pub fn step<'s>(
+        &self,
+        prev_pitch: u32,
+        prev_dur: u32,
+        pos: u16,
+        s: &'s mut FastState,
+    ) -> &'s [f32] {
+        let hid = self.config.hidden;
+        let g = 4 * hid;
+        let pos = (pos as usize).min(self.config.max_pos - 1);
+        // Layer 0's input: three precomputed rows plus the conditioning (same sum order as
+        // the candle step).
+        s.input
+            .copy_from_slice(row(&self.tok_in, prev_pitch as usize, g));
+        add(&mut s.input, row(&self.tok_in, prev_dur as usize, g));
+        add(&mut s.input, row(&self.pos_in, pos, g));
+        add(&mut s.input, &s.cond);
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Gates: recurrent product (and, above layer 0, input product) plus input.
+            s.gates.fill(0.0);
+            let xh = &s.h[l.saturating_sub(1) * hid..(l + 1) * hid];
+            matvec(&layer.w, xh, &mut s.gates);
+            if l > 0 {
+                s.input.copy_from_slice(&layer.bias);
+            }
+            add(&mut s.gates, &s.input);
+            let span = l * hid..(l + 1) * hid;
+            cell(&s.gates, &mut s.c[span.clone()], &mut s.h[span]);
+        }
+        let top = &s.h[(self.config.layers - 1) * hid..];
+        self.pitch_head.forward(top, &mut s.pitch_logits);
+        &s.pitch_logits
+    }
+
+    /// Duration logits of the note whose pitch token is `pitch`, after [`FastLstm::step`].
+    pub fn duration_logits<'s>(&self, pitch: u32, s: &'s mut FastState) -> &'s [f32] {
+        let hid = self.config.hidden;
+        let top = &s.h[(self.config.layers - 1) * hid..];
+        self.dur_in.forward(top, &mut s.dur_hidden);
+        let chosen = row(&self.dur_pitch, pitch as usize, self.config.dur_hidden);
+        for (z, p) in s.dur_hidden.iter_mut().zip(chosen) {
+            *z = (*z + p).max(0.0);
+        }
+        self.dur_head.forward(&s.dur_hidden, &mut s.dur_logits);
+        &s.dur_logits
+    }
+}
+
+impl Dense {
+    /// `out = x · w + bias`.
+    fn forward(&self, x: &[f32], out: &mut [f32]) {
+        out.fill(0.0);
+        matvec(&self.w, x, out);
+        add(out, &self.bias);
+    }
+}
+
+/// Row `i` of a row-major table with rows of `n`.
+fn row(table: &[f32], i: usize, n: usize) -> &[f32] {
+    &table[i * n..(i + 1) * n]
+}
+
+fn add(acc: &mut [f32], x: &[f32]) {
+    for (a, x) in acc.iter_mut().zip(x) {
+        *a += x;
+    }
+}
+
+/// One LSTM cell update from pre-activation gates `[i | f | g | o]`, in place on `c`, `h`.
+fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let n = c.len();
+    let sigmoid = |x: f32| 1.0 / ((-x).exp() + 1.0);
+    for j in 0..n {
+        let i = sigmoid(gates[j]);
+        let f = sigmoid(gates[n + j]);
+        let g = gates[2 * n + j].tanh();
+        let o = sigmoid(gates[3 * n + j]);
+        c[j] = f * c[j] + i * g;
+        h[j] = o * c[j].tanh();
+    }
+}
+
+/// `out += x · w` for `w` row-major `[x.len(), out.len()]`, with AVX2 where available.
+fn matvec(w: &[f32], x: &[f32], out: &mut [f32]) {
+    debug_assert_eq!(w.len(), x.len() * out.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above; the answer is cached by std).
+        unsafe { matvec_avx2(w, x, out) };
+        return;
+    }
+    matvec_portable(w, x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn matvec_avx2(w: &[f32], x: &[f32], out: &mut [f32]) {
+    matvec_portable(w, x, out);
+}
+
+/// Four input rows per pass over `out`: a quarter of the loads and stores of `out`, and
+/// an inner loop over five zipped slices that compiles to straight vector code.
+#[inline(always)]
+fn matvec_portable(w: &[f32], x: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    let mut rows = w.chunks_exact(4 * n);
+    let mut xs = x.chunks_exact(4);
+    for (r, x) in (&mut rows).zip(&mut xs) {
+        let (r0, r) = r.split_at(n);
+        let (r1, r) = r.split_at(n);
+        let (r2, r3) = r.split_at(n);
+        let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+        for ((((o, a), b), c), d) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+            *o += x0 * a + x1 * b + x2 * c + x3 * d;
+        }
+    }
+    for (r, &x) in rows.remainder().chunks_exact(n).zip(xs.remainder()) {
+        for (o, a) in out.iter_mut().zip(r) {
+            *o += x * a;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::music::SeedRng;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// A candle model with random weights (biases too, so every term is exercised).
+    fn random(config: LstmConfig, seed: u64) -> Lstm {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = Lstm::new(config.clone(), vb).unwrap();
+        let mut rng = SeedRng::new(seed);
+        for var in varmap.all_vars() {
+            let n = var.elem_count();
+            let v: Vec<f32> = (0..n).map(|_| rng.next_f32() * 0.4 - 0.2).collect();
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        // Rebuild so the precomputed tables see the random weights.
+        Lstm::new(
+            config,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap()
+    }
+
+    /// Steps both implementations through random notes and compares every logit.
+    fn assert_matches_candle(config: LstmConfig, seed: u64) {
+        let model = random(config, seed);
+        let fast = FastLstm::from_lstm(&model).unwrap();
+        let mut rng = SeedRng::new(seed + 1);
+        let mut tok = || (rng.next_u64() % model.config.vocab as u64) as u32;
+        let cond = [tok(), tok(), tok()];
+        let mut reference = model.start(cond).unwrap();
+        let mut state = fast.state();
+        fast.start(cond, &mut state);
+        for note in 0..40 {
+            let (p, d, pos, next) = (tok(), tok(), (tok() % 60) as u16, tok());
+            let want = model.step(p, d, pos, &mut reference).unwrap();
+            assert_close(fast.step(p, d, pos, &mut state), &want, note);
+            let want = model.duration_logits(next, &reference).unwrap();
+            assert_close(fast.duration_logits(next, &mut state), &want, note);
+        }
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], note: usize) {
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() < 1e-4, "note {note}, logit {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_candle_on_random_weights_tiny() {
+        let config = LstmConfig {
+            embed: 8,
+            hidden: 13,
+            layers: 3,
+            dur_hidden: 7,
+            ..Default::default()
+        };
+        assert_matches_candle(config, 1);
+    }
+
+    #[test]
+    fn fast_path_matches_candle_on_random_weights_full_size() {
+        assert_matches_candle(LstmConfig::default(), 2);
+    }
+
+    #[test]
+    fn avx2_and_portable_products_agree_bit_for_bit() {
+        let mut rng = SeedRng::new(3);
+        let (rows, cols) = (37, 29);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() - 0.5).collect();
+        let x: Vec<f32> = (0..rows).map(|_| rng.next_f32() - 0.5).collect();
+        let mut a = vec![0.0; cols];
+        let mut b = vec![0.0; cols];
+        matvec(&w, &x, &mut a);
+        matvec_portable(&w, &x, &mut b);
+        assert_eq!(a, b);
+        for (j, got) in a.iter().enumerate() {
+            let want: f32 = (0..rows).map(|i| x[i] * w[i * cols + j]).sum();
+            assert!((got - want).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The decoder the plugin runs (`model::lstm_fast`) against candle's reference, on the
+//! shipped weights: the same logits to 1e-4, the same notes for a seed, and (Linux, with
+//! `strace`) not one system call while it writes phrases.
+
+use melodist::generator::loader::{EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_GUARD};
+use melodist::generator::loader::{EMBEDDED_NEURAL_WEIGHTS, LoadedModel, ModelChoice, load_model};
+use melodist::generator::neural::NeuralGenerator;
+use melodist::generator::{ContextNote, GenSettings, Generator, Mode, PhraseRequest};
+use melodist::model::tokenizer::{Style, cond_tokens};
+use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
+
+fn shipped() -> NeuralGenerator {
+    NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
+        .unwrap()
+        .with_guard(EMBEDDED_NEURAL_GUARD)
+        .unwrap()
+}
+
+#[test]
+fn fast_path_matches_candle_logits_on_the_shipped_weights() {
+    let g = shipped();
+    let (model, fast) = (g.model(), g.fast_model());
+    let vocab = model.config.vocab as u64;
+    let mut rng = SeedRng::new(7);
+    for tune in 0..3 {
+        let key = Key::new(PitchClass::from_index(tune * 5), Scale::ALL[tune as usize]);
+        let cond = cond_tokens(Style::Any, Meter::new(4, 4), key);
+        let mut reference = model.start(cond).unwrap();
+        let mut state = fast.state();
+        fast.start(cond, &mut state);
+        let mut worst = 0f32;
+        for _ in 0..200 {
+            let mut tok = || (rng.next_u64() % vocab) as u32;
+            let (p, d, next, pos) = (tok(), tok(), tok(), (tok() % 48) as u16);
+            let want = model.step(p, d, pos, &mut reference).unwrap();
+            let got = fast.step(p, d, pos, &mut state);
+            worst = worst.max(max_diff(got, &want));
+            let want = model.duration_logits(next, &reference).unwrap();
+            worst = worst.max(max_diff(fast.duration_logits(next, &mut state), &want));
+        }
+        assert!(worst < 1e-4, "tune {tune}: logits differ by {worst}");
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn request(seed: u64, mode: Mode, density: f32, context: &[ContextNote]) -> PhraseRequest<'_> {
+    PhraseRequest {
+        settings: GenSettings {
+            seed,
+            mode,
+            density,
+            ..Default::default()
+        },
+        meter: if seed % 3 == 0 {
+            Meter::new(6, 8)
+        } else {
+            Meter::new(4, 4)
+        },
+        phrase_index: seed as i64,
+        bars: 4,
+        context,
+    }
+}
+
+#[test]
+fn fast_path_plays_the_same_notes_as_candle_for_a_seed() {
+    let mut g = shipped();
+    let context: Vec<ContextNote> = (0..12)
+        .map(|i| ContextNote {
+            pitch: 60 + [0, 2, 4, 5, 7, 9][i % 6],
+            duration: 0.5,
+        })
+        .collect();
+    let mut notes = 0;
+    for seed in 0..40 {
+        let (mode, ctx) = match seed % 2 {
+            0 => (Mode::Generate, &[][..]),
+            _ => (Mode::Continue, &context[..]),
+        };
+        let density = [0.2, 0.5, 0.9][seed as usize % 3];
+        let req = request(seed, mode, density, ctx);
+        let fast = g.generate(&req, &mut SeedRng::new(seed));
+        let reference = g.generate_reference(&req, &mut SeedRng::new(seed));
+        assert_eq!(fast, reference, "seed {seed}");
+        notes += fast.iter().map(Vec::len).sum::<usize>();
+    }
+    assert!(notes > 500, "only {notes} notes compared");
+}
+
+/// Set in the child process that [`decoding_makes_no_system_calls`] runs under `strace`.
+const CHILD: &str = "MELODIST_SYSCALL_CHILD";
+
+/// Marker paths: `stat` on them shows up in the trace around the decode loop.
+const BEGIN: &str = "/melodist-decode-begin";
+const END: &str = "/melodist-decode-end";
+/// Around candle's decoder, to show the trace does see the thread's system calls.
+const REF_BEGIN: &str = "/melodist-reference-begin";
+const REF_END: &str = "/melodist-reference-end";
+
+/// In the child: load, warm up, then write 64 phrases of 4 bars between two markers, on
+/// this thread, as the plugin's worker does (no environment variables set); then 4 phrases
+/// with candle's decoder between two other markers.
+#[test]
+fn syscall_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let LoadedModel::Neural(mut g) = load_model(&ModelChoice::Default).unwrap() else {
+        panic!("the default model is the neural one");
+    };
+    let phrase = |g: &mut Box<NeuralGenerator>, seed| {
+        let req = request(seed, Mode::Generate, 0.5, &[]);
+        g.generate(&req, &mut SeedRng::new(seed))
+    };
+    let warm = phrase(&mut g, 0);
+    let _ = std::fs::metadata(BEGIN);
+    let mut phrases = Vec::with_capacity(64);
+    for seed in 1..=64 {
+        phrases.push(phrase(&mut g, seed));
+    }
+    let _ = std::fs::metadata(END);
+    let _ = std::fs::metadata(REF_BEGIN);
+    for seed in 1..=4 {
+        let req = request(seed, Mode::Generate, 0.5, &[]);
+        phrases.push(g.generate_reference(&req, &mut SeedRng::new(seed)));
+    }
+    let _ = std::fs::metadata(REF_END);
+    assert!(phrases.iter().chain([&warm]).all(|p| p.len() == 4));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn decoding_makes_no_system_calls() {
+    use std::process::Command;
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trace");
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&log)
+        .arg(&exe)
+        .args([
+            "--exact",
+            "syscall_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env_remove("RAYON_NUM_THREADS")
+        .status();
+    let Ok(status) = status else {
+        eprintln!("strace is not installed: skipping the system call check");
+        return;
+    };
+    let trace = std::fs::read_to_string(&log).unwrap_or_default();
+    if !status.success() && !trace.contains(BEGIN) {
+        eprintln!("strace could not trace here (ptrace denied?): skipping\n{trace}");
+        return;
+    }
+    assert!(status.success(), "the child failed:\n{trace}");
+    let calls = calls_between(&trace, BEGIN, END);
+    let reference = calls_between(&trace, REF_BEGIN, REF_END);
+    eprintln!(
+        "system calls on the decoding thread: fast path {} (256 bars), candle {} (16 bars)",
+        calls.len(),
+        reference.len()
+    );
+    assert!(
+        reference.len() > 16,
+        "the trace should see the reference decoder's calls (it waits on its pool):\n{trace}"
+    );
+    assert!(
+        calls.is_empty(),
+        "{} system calls while decoding 256 bars:\n{}",
+        calls.len(),
+        calls.join("\n")
+    );
+}
+
+/// The system calls of the thread that made the `begin` marker call, up to `end` (strace -f
+/// prefixes each line with the thread id).
+#[cfg(target_os = "linux")]
+fn calls_between<'t>(trace: &'t str, begin: &str, end: &str) -> Vec<&'t str> {
+    let lines: Vec<&str> = trace.lines().collect();
+    let b = lines
+        .iter()
+        .position(|l| l.contains(begin))
+        .expect("begin marker");
+    let e = lines
+        .iter()
+        .position(|l| l.contains(end))
+        .expect("end marker");
+    let tid = lines[b].split_whitespace().next().unwrap();
+    lines[b + 1..e]
+        .iter()
+        .copied()
+        .filter(|l| l.split_whitespace().next() == Some(tid))
+        // The begin marker's own call may be split ("<unfinished ...>" then "<... resumed>").
+        .filter(|l| !l.contains("stat resumed>") && !l.contains("statx resumed>"))
+        .collect()
+}
