@@ -117,7 +117,7 @@ fn item_cf_recommends_presets_kept_together() {
     assert!(
         recs[0]
             .explanation
-            .contains("in 2 sessions at 118–126 BPM, in A minor"),
+            .contains("worked in 2 of your sessions (you captured it in 1, kept phrases from it in 1) at 118–126 BPM, in A minor"),
         "{}",
         recs[0].explanation
     );
@@ -246,6 +246,7 @@ fn keep(r: &mut dyn Recommender, producer: &str, preset: &str, context: SessionC
             preset,
             kind: EventKind::Kept,
             seconds: None,
+            at_ms: 99_000,
         });
     }
 }
@@ -337,4 +338,104 @@ fn simulator_targets_hold_on_a_small_world() {
         &mut all_recommenders(HybridWeights::TUNED, 1),
     );
     assert!(hr10(&cold, "content") > hr10(&cold, "random"), "{cold:?}");
+}
+
+/// Every "N of your sessions" in `text`, as numbers.
+fn your_session_counts(text: &str) -> Vec<usize> {
+    text.match_indices(" of your sessions")
+        .filter_map(|(at, _)| text[..at].rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// A producer with five sessions, two presets that share a style working together in most
+/// of them, evidence of only "liked" and "kept playing": explanations count sessions, not
+/// presets, and cite only those kinds.
+#[test]
+fn explanation_counts_equal_the_history() {
+    use EventKind::*;
+    let library = PresetLibrary::factory();
+    let presets = library.presets();
+    // Two factory presets with the same style tag.
+    let (a, b) = presets
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| {
+            presets[i + 1..]
+                .iter()
+                .find(|q| q.style == p.style)
+                .map(|q| (p.id.clone(), q.id.clone()))
+        })
+        .expect("two presets of one style");
+    let c = ctx(120.0, (4, 4), a_minor());
+    let sessions: Vec<Session> = (0..5)
+        .map(|n| {
+            let fb: Vec<(&str, EventKind)> = if n < 4 {
+                vec![(&a, Liked), (&b, KeptPlaying)]
+            } else {
+                vec![(&a, KeptPlaying)]
+            };
+            session("me", n, c, &fb)
+        })
+        .collect();
+    let mut log = SessionLog { sessions };
+    log.sort();
+    let me = for_producer("me", &c);
+    let recommenders: Vec<Box<dyn Recommender>> = vec![
+        Box::new(fitted(Hybrid::new(HybridWeights::TUNED), &log)),
+        Box::new(fitted(ItemCf::default(), &log)),
+        Box::new(fitted(ContentBased::default(), &log)),
+    ];
+    for r in &recommenders {
+        for rec in r.recommend(&me, 10) {
+            let why = &rec.explanation;
+            assert!(!why.contains("kept phrases"), "{}: {why}", r.name());
+            for n in your_session_counts(why) {
+                assert!(n <= 5, "{}: {why}", r.name());
+            }
+        }
+    }
+    // Content: presets of that style worked in all 5 sessions (not 4 + 4 + 1 = 9).
+    let content = &recommenders[2];
+    let why = content.explain(&me, &a).unwrap();
+    assert!(why.contains("worked in 5 of your sessions"), "{why}");
+    // Item-cf cites the evidence kinds that exist, with their counts.
+    let why = recommenders[1].explain(&me, &a).unwrap();
+    assert!(
+        why.contains("worked in 5 of your sessions")
+            && why.contains("liked it in 4")
+            && why.contains("let it play on in 1"),
+        "{why}"
+    );
+}
+
+/// Cold start in a meter no preset is written for: every collaborative score is zero and
+/// the reasons come from the component that ranked the presets, not from item-cf.
+#[test]
+fn cold_start_reasons_come_from_the_ranking_component() {
+    let hybrid = fitted(Hybrid::new(HybridWeights::TUNED), &SessionLog::default());
+    let c = for_producer("new", &ctx(120.0, (13, 16), None));
+    assert_eq!(hybrid.weights_for(&c), HybridWeights::COLD_START);
+    for rec in hybrid.recommend(&c, 5) {
+        assert!(
+            !rec.explanation.contains("no session history"),
+            "{}",
+            rec.explanation
+        );
+    }
+}
+
+/// A producer whose sessions all went badly has history: it is counted, not "none yet".
+#[test]
+fn all_negative_history_is_not_no_history() {
+    use EventKind::*;
+    let c = ctx(120.0, (4, 4), a_minor());
+    let log = SessionLog {
+        sessions: (0..3)
+            .map(|n| session("grumpy", n, c, &[("reel-drive", AbandonedQuickly)]))
+            .collect(),
+    };
+    let hybrid = fitted(Hybrid::new(HybridWeights::TUNED), &log);
+    let me = for_producer("grumpy", &c);
+    assert_eq!(hybrid.session_counts(&me), (3, 0));
+    assert_eq!(hybrid.session_counts(&for_producer("nobody", &c)), (0, 0));
 }

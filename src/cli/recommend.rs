@@ -81,10 +81,19 @@ pub fn run(args: Args) -> Result<()> {
     let mut hybrid = Hybrid::new(HybridWeights::TUNED);
     hybrid.fit(&Dataset::new(&log, Catalogue::from_library(&library)));
     if hybrid.weights_for(&ctx) == HybridWeights::COLD_START {
-        println!(
-            "No history for {:?} yet: ranking by how presets fit this context and overall popularity.\n",
-            ctx.producer
-        );
+        let (all, _) = hybrid.session_counts(&ctx);
+        if all == 0 {
+            println!(
+                "No history for {:?} yet: ranking by how presets fit this context and overall popularity.\n",
+                ctx.producer
+            );
+        } else {
+            println!(
+                "No preset has worked yet in {:?}'s {all} session{}: ranking by how presets fit this context and overall popularity.\n",
+                ctx.producer,
+                if all == 1 { "" } else { "s" }
+            );
+        }
     }
     for (rank, rec) in hybrid.recommend(&ctx, args.count).iter().enumerate() {
         let name = library

@@ -178,7 +178,7 @@ impl Recommender for ContentBased {
         } else {
             format!("{}: {}", it.name, fits.join(", "))
         };
-        if let (Some(taste), Some(history)) = (self.taste(ctx), self.ev.history_of(ctx)) {
+        if let Some(taste) = self.taste(ctx) {
             let mut shared: Vec<(f32, u32)> = (0..64)
                 .filter(|b| it.tags & (1 << b) != 0 && taste.tags[*b as usize] > 0.0)
                 .map(|b| (taste.tags[b as usize], b))
@@ -187,15 +187,19 @@ impl Recommender for ContentBased {
             shared.truncate(2);
             if !shared.is_empty() {
                 let bits = shared.iter().fold(0u64, |m, (_, b)| m | (1 << b));
-                let sessions: u32 = history
-                    .iter()
-                    .filter(|(i, _)| self.ev.catalogue.items[**i as usize].tags & bits != 0)
-                    .map(|(_, s)| s.good_sessions)
-                    .sum();
+                // Distinct sessions: one with two such presets counts once.
+                let items = &self.ev.catalogue.items;
+                let sessions = self
+                    .ev
+                    .sessions_where(ctx, |i| items[i as usize].tags & bits != 0);
                 let names = self.ev.catalogue.tag_names(bits).join(", ");
-                text += &format!(
-                    "; matches your taste for {names} (presets like that worked in {sessions} of your sessions)"
-                );
+                if sessions > 0 {
+                    text += &format!(
+                        "; matches your taste for {names} (presets like that worked in {sessions} of your sessions)"
+                    );
+                } else {
+                    text += &format!("; matches your taste for {names} in this session");
+                }
             }
         }
         text

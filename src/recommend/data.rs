@@ -165,6 +165,31 @@ pub struct SessionRow {
     pub context: SessionContext,
     /// Net feedback per preset (see [`EventKind::weight`]); > 0 means it worked.
     pub items: Vec<(u16, f32)>,
+    /// Per preset: the positive kinds of evidence logged for it ([`EventKind::bit`] set);
+    /// explanations cite only these.
+    pub signals: Vec<(u16, u16)>,
+    /// Unix ms when the session started.
+    pub started_at_ms: i64,
+}
+
+/// The evidence bit an event contributes, if it is positive evidence about a preset.
+pub fn signal_bit(kind: EventKind, seconds: Option<f32>) -> u16 {
+    if kind.weight(seconds) > 0.0 && kind.evidence_phrase().is_some() {
+        kind.bit()
+    } else {
+        0
+    }
+}
+
+/// Adds `bit` to `item`'s signal set.
+pub fn add_signal(signals: &mut Vec<(u16, u16)>, item: u16, bit: u16) {
+    if bit == 0 {
+        return;
+    }
+    match signals.iter_mut().find(|(i, _)| *i == item) {
+        Some((_, b)) => *b |= bit,
+        None => signals.push((item, bit)),
+    }
 }
 
 impl SessionRow {
@@ -198,10 +223,19 @@ impl Dataset {
                 .into_iter()
                 .map(|(id, w)| (catalogue.ensure(id), w))
                 .collect();
+            let mut signals = Vec::new();
+            for e in &s.events {
+                if let Some(id) = e.preset.as_deref() {
+                    let item = catalogue.ensure(id);
+                    add_signal(&mut signals, item, signal_bit(e.kind, e.seconds));
+                }
+            }
             sessions.push(SessionRow {
                 producer,
                 context: s.context,
                 items,
+                signals,
+                started_at_ms: s.started_at_ms,
             });
         }
         Dataset {
@@ -223,6 +257,8 @@ pub struct Feedback {
     pub kind: EventKind,
     /// For `PresetUsed`: how long.
     pub seconds: Option<f32>,
+    /// Unix ms of the session start (for recency).
+    pub at_ms: i64,
 }
 
 impl Feedback {

@@ -2,8 +2,9 @@
 //! popularity and the sessions themselves, kept current by online updates. Explanations
 //! quote these numbers, so they are exact counts, not model internals.
 
-use super::data::{Catalogue, Context, Dataset, Feedback, SessionRow};
+use super::data::{Catalogue, Context, Dataset, Feedback, SessionRow, add_signal, signal_bit};
 use crate::music::Key;
+use crate::sessions::EventKind;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct ItemStats {
     pub tempo_hi: f32,
     /// Keys of the good sessions, with counts.
     pub keys: Vec<(Key, u32)>,
+    /// Per [`EventKind::ALL`] kind: good sessions with that kind of positive evidence.
+    pub signals: [u32; EventKind::ALL.len()],
 }
 
 /// How one online update changed a session: its positive presets before and after.
@@ -38,6 +41,8 @@ pub struct Evidence {
     pub popularity: Vec<f32>,
     /// Per producer: their statistics per preset.
     pub history: Vec<HashMap<u16, ItemStats>>,
+    /// Per producer: their session rows, oldest first.
+    pub rows_of: Vec<Vec<u32>>,
     producer_index: HashMap<String, u32>,
     /// The session each producer's online feedback currently goes to: (session id, row).
     open: HashMap<u32, (i64, usize)>,
@@ -54,6 +59,7 @@ impl Evidence {
             sessions: data.sessions.clone(),
             popularity: vec![0.0; data.catalogue.len()],
             history: vec![HashMap::new(); data.producers.len()],
+            rows_of: vec![Vec::new(); data.producers.len()],
             producer_index: data
                 .producers
                 .iter()
@@ -63,6 +69,7 @@ impl Evidence {
             open: HashMap::new(),
         };
         for row in 0..ev.sessions.len() {
+            ev.rows_of[ev.sessions[row].producer as usize].push(row as u32);
             ev.apply(row, 1);
         }
         ev
@@ -75,6 +82,8 @@ impl Evidence {
             producer,
             context,
             ref items,
+            ref signals,
+            ..
         } = self.sessions[row];
         let history = &mut self.history[producer as usize];
         for &(item, w) in items {
@@ -84,6 +93,15 @@ impl Evidence {
             let bump = |n: &mut u32| *n = n.saturating_add_signed(sign);
             if w > 0.0 {
                 bump(&mut stats.good_sessions);
+                let bits = signals
+                    .iter()
+                    .find(|(i, _)| *i == item)
+                    .map_or(0, |(_, b)| *b);
+                for (k, n) in stats.signals.iter_mut().enumerate() {
+                    if bits & (1 << k) != 0 {
+                        bump(n);
+                    }
+                }
                 self.popularity[item as usize] += sign as f32;
                 if sign > 0 {
                     let first = stats.good_sessions == 1;
@@ -122,6 +140,7 @@ impl Evidence {
             Some(&p) => p,
             None => {
                 self.history.push(HashMap::new());
+                self.rows_of.push(Vec::new());
                 let p = self.history.len() as u32 - 1;
                 self.producer_index.insert(fb.producer.clone(), p);
                 p
@@ -134,7 +153,10 @@ impl Evidence {
                     producer,
                     context: fb.context,
                     items: Vec::new(),
+                    signals: Vec::new(),
+                    started_at_ms: fb.at_ms,
                 });
+                self.rows_of[producer as usize].push(self.sessions.len() as u32 - 1);
                 self.open
                     .insert(producer, (fb.session, self.sessions.len() - 1));
                 self.sessions.len() - 1
@@ -148,6 +170,11 @@ impl Evidence {
             Some((_, w)) => *w += fb.weight(),
             None => session.items.push((fb.preset, fb.weight())),
         }
+        add_signal(
+            &mut session.signals,
+            fb.preset,
+            signal_bit(fb.kind, fb.seconds),
+        );
         self.apply(row, 1);
         let after = self.sessions[row].positives().collect();
         Some(SessionChange { before, after })
@@ -195,8 +222,31 @@ impl Evidence {
         profile
     }
 
-    /// "you kept phrases with Reel Drive in 4 sessions at 118–126 BPM, mostly in A minor",
-    /// or `None` when the producer never kept anything with it.
+    /// The producer's sessions: (all, those where some preset worked).
+    pub fn session_counts(&self, ctx: &Context) -> (usize, usize) {
+        self.producer(&ctx.producer).map_or((0, 0), |p| {
+            let rows = &self.rows_of[p as usize];
+            let good = rows
+                .iter()
+                .filter(|&&r| self.sessions[r as usize].positives().next().is_some())
+                .count();
+            (rows.len(), good)
+        })
+    }
+
+    /// The producer's distinct sessions where some preset matching `pred` worked.
+    pub fn sessions_where(&self, ctx: &Context, pred: impl Fn(u16) -> bool) -> usize {
+        self.producer(&ctx.producer).map_or(0, |p| {
+            self.rows_of[p as usize]
+                .iter()
+                .filter(|&&r| self.sessions[r as usize].positives().any(&pred))
+                .count()
+        })
+    }
+
+    /// "Reel Drive worked in 4 of your sessions (you liked it in 3, captured it in 1) at
+    /// 118–126 BPM, mostly in A minor", citing only evidence logged; `None` when it never
+    /// worked for the producer.
     pub fn describe(&self, ctx: &Context, item: u16) -> Option<String> {
         let stats = self
             .history_of(ctx)?
@@ -204,10 +254,24 @@ impl Evidence {
             .filter(|s| s.good_sessions > 0)?;
         let name = self.catalogue.name(item);
         let n = stats.good_sessions;
-        let mut text = format!(
-            "you kept phrases with {name} in {n} session{}",
-            if n == 1 { "" } else { "s" }
-        );
+        let mut text = format!("{name} worked in {n} of your sessions");
+        let cited: Vec<String> = [
+            EventKind::Exported,
+            EventKind::Kept,
+            EventKind::Liked,
+            EventKind::KeptPlaying,
+            EventKind::PresetUsed,
+        ]
+        .into_iter()
+        .filter_map(|k| {
+            let i = EventKind::ALL.iter().position(|x| *x == k)?;
+            let c = stats.signals[i];
+            (c > 0).then(|| format!("{} in {c}", k.evidence_phrase().unwrap_or_default()))
+        })
+        .collect();
+        if !cited.is_empty() {
+            text += &format!(" (you {})", cited.join(", "));
+        }
         text += &tempo_range(stats.tempo_lo, stats.tempo_hi);
         if let Some((key, count)) = stats
             .keys

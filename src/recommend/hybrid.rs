@@ -115,6 +115,11 @@ impl Hybrid {
             .collect()
     }
 
+    /// The producer's sessions: (all, those where some preset worked).
+    pub fn session_counts(&self, ctx: &Context) -> (usize, usize) {
+        self.content.evidence().session_counts(ctx)
+    }
+
     /// The weights used for this context: [`HybridWeights::COLD_START`] without history.
     pub fn weights_for(&self, ctx: &Context) -> HybridWeights {
         if self.content.evidence().is_cold(ctx) {
@@ -179,13 +184,18 @@ impl Recommender for Hybrid {
         }
     }
 
-    /// The explanation of the component that contributed most to this preset's score.
+    /// The explanation of the component that contributed most to this preset's score; only
+    /// components with a weight in this context count, and when none contributed anything
+    /// the one with the largest weight (the one that ranked it) explains.
     fn reason(&self, ctx: &Context, scores: &Scores, item: u16) -> String {
         let weights = self.weights_for(ctx).as_array();
         let best = (0..scores.parts.len())
+            .filter(|&k| weights[k] > 0.0)
             .max_by(|&a, &b| {
                 let c = |k: usize| weights[k] * scores.parts[k].values[item as usize];
-                c(a).total_cmp(&c(b)).then(b.cmp(&a))
+                c(a).total_cmp(&c(b))
+                    .then(weights[a].total_cmp(&weights[b]))
+                    .then(b.cmp(&a))
             })
             .unwrap_or(2);
         self.components()[best].reason(ctx, &scores.parts[best], item)
