@@ -333,3 +333,19 @@ impl Vst3Plugin for Melodist {
 
 nice_export_clap!(Melodist);
 nice_export_vst3!(Melodist);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_through_flushes_subnormals_and_keeps_the_rest() {
+        let tiny = f32::MIN_POSITIVE / 8.0;
+        assert!(tiny.is_subnormal());
+        assert_eq!(flush_subnormal(tiny), 0.0);
+        assert_eq!(flush_subnormal(-tiny), 0.0);
+        for x in [0.0, -0.0, 0.5, -1.0, f32::MIN_POSITIVE, 1e30] {
+            assert_eq!(flush_subnormal(x).to_bits(), x.to_bits());
+        }
+    }
+}
