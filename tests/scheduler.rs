@@ -638,12 +638,21 @@ fn offline_controls(s: GenSettings) -> BlockControls {
 /// One step of a random host.
 #[derive(Debug, Clone)]
 enum Step {
-    Play { blocks: usize, len: usize },
-    Jump { to: f64 },
+    Play {
+        blocks: usize,
+        len: usize,
+    },
+    Jump {
+        to: f64,
+    },
     Tempo(f64),
     SampleRate(f64),
     Stop,
     Start,
+    /// The host's loop range (start, length in beats), or none.
+    Loop(Option<(f64, f64)>),
+    /// Positions rounded to the host's 1/1920-beat tick, or exact.
+    Rounding(bool),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -654,6 +663,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => prop::sample::select(vec![22_050.0, 44_100.0, 48_000.0, 88_200.0, 96_000.0, 192_000.0]).prop_map(Step::SampleRate),
         1 => Just(Step::Stop),
         1 => Just(Step::Start),
+        1 => prop::option::of((0.0f64..32.0, 0.5f64..16.0)).prop_map(Step::Loop),
+        1 => any::<bool>().prop_map(Step::Rounding),
     ]
 }
 
@@ -668,6 +679,7 @@ proptest! {
         let c = offline(s);
         let mut h = Harness::new();
         let (mut pos, mut tempo, mut sr, mut playing) = (0.0f64, 120.0f64, 48_000.0f64, true);
+        let (mut looping, mut tick): (Option<(f64, f64)>, f64) = (None, 0.0);
         let intended = intended_spans(s, 0..40);
         for st in steps {
             match st {
@@ -675,18 +687,27 @@ proptest! {
                     for _ in 0..blocks {
                         let bps = tempo / 60.0 / sr;
                         let before = h.heard.len();
-                        let t = BlockTransport { playing, ..BlockTransport::playing_at(pos, tempo, sr) };
+                        let reported = if tick > 0.0 { (pos / tick).round() * tick } else { pos };
+                        let t = BlockTransport { playing, loop_range: looping, ..BlockTransport::playing_at(reported, tempo, sr) };
                         h.block(&t, &c, len);
-                        for heard in &h.heard[before..] {
-                            // On its beat (within a sample), or chased part-way through.
+                        for heard in &mut h.heard[before..] {
+                            // A wrap inside the block: the harness counts beats on past it.
+                            if let Some((ls, le)) = looping && reported < le && heard.beat >= le {
+                                heard.beat = ls + (heard.beat - le) % (le - ls);
+                            }
+                            // On its beat (within a sample and the host's rounding), or chased part-way through.
                             prop_assert!(
-                                intended.iter().any(|n| n.2 == heard.pitch && heard.beat - n.0 > -1e-9 && heard.beat - n.0 <= bps + 1e-9)
+                                intended.iter().any(|n| n.2 == heard.pitch && heard.beat - n.0 > -1e-9 - tick && heard.beat - n.0 <= bps + tick + 1e-9)
                                     || intended.iter().any(|n| n.2 == heard.pitch && n.0 < heard.beat && heard.beat < n.1),
                                 "unexpected note {:?}", heard
                             );
                         }
                         if playing {
+                            let was = pos;
                             pos += len as f64 * bps;
+                            if let Some((ls, le)) = looping && was < le && pos >= le {
+                                pos = ls + (pos - le) % (le - ls);
+                            }
                         }
                         if pos > 150.0 { pos = 0.0; }
                     }
@@ -696,6 +717,8 @@ proptest! {
                 Step::SampleRate(r) => sr = r,
                 Step::Stop => playing = false,
                 Step::Start => playing = true,
+                Step::Loop(range) => looping = range.map(|(start, len)| (start, start + len)),
+                Step::Rounding(on) => tick = if on { 1.0 / 1920.0 } else { 0.0 },
             }
         }
         h.stop(pos, &c);
