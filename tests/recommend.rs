@@ -439,3 +439,67 @@ fn all_negative_history_is_not_no_history() {
     assert_eq!(hybrid.session_counts(&me), (3, 0));
     assert_eq!(hybrid.session_counts(&for_producer("nobody", &c)), (0, 0));
 }
+
+/// `melodist eval-recs | head -1`: the reader goes away, the run ends quietly.
+#[test]
+fn eval_recs_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_melodist"))
+        .args(["eval-recs", "--producers", "40", "--no-local"])
+        .env("MELODIST_DATA_DIR", data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("=="), "{first}");
+    // The reader is dropped here: later writes hit a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
+/// The default simulator logs only what the plugin records; the switch brings back the
+/// idealised signals.
+#[test]
+fn simulator_logs_like_the_plugin_unless_told_otherwise() {
+    let cfg = SimConfig {
+        producers: 8,
+        max_sessions: 30,
+        ..SimConfig::default()
+    };
+    let faithful = sim::simulate(&cfg);
+    let rich = sim::simulate(&SimConfig {
+        rich_signals: true,
+        ..cfg
+    });
+    let kinds = |log: &SessionLog| {
+        let mut k: Vec<EventKind> = log
+            .sessions
+            .iter()
+            .flat_map(|s| s.events.iter().map(|e| e.kind))
+            .collect();
+        k.sort_by_key(|k| k.as_str());
+        k.dedup();
+        k
+    };
+    let f = kinds(&faithful.log);
+    assert!(!f.contains(&EventKind::Kept), "{f:?}");
+    assert!(f.contains(&EventKind::KeptPlaying), "{f:?}");
+    assert!(f.contains(&EventKind::Context), "{f:?}");
+    assert!(kinds(&rich.log).contains(&EventKind::Kept));
+    for s in &faithful.log.sessions {
+        // Use is rolling time, events fall inside the session, feedback needs a preset.
+        for e in &s.events {
+            assert!(e.t_ms >= 0);
+            assert_eq!(e.preset.is_some(), e.kind != EventKind::Context, "{e:?}");
+        }
+    }
+}

@@ -90,6 +90,36 @@ pub fn cold_start(log: &SessionLog) -> Split {
     split
 }
 
+/// Early sessions: for every second producer, their first session that has a target and
+/// at most `max_prior` sessions before it is held out; their earlier sessions train, their
+/// later ones are dropped. The other producers' whole histories train.
+pub fn early_sessions(log: &SessionLog, max_prior: usize) -> Split {
+    let mut split = Split::default();
+    for (p, sessions) in by_producer(log).into_iter().enumerate() {
+        let held = (p % 2 == 1)
+            .then(|| {
+                sessions
+                    .iter()
+                    .take(max_prior + 1)
+                    .position(|s| target(s).is_some())
+            })
+            .flatten();
+        match held {
+            Some(i) => {
+                split.train.sessions.extend_from_slice(&sessions[..i]);
+                let s = &sessions[i];
+                split.cases.push(Case {
+                    context: Context::from_session(&s.producer, &s.context),
+                    target: target(s).expect("found above"),
+                });
+            }
+            None => split.train.sessions.extend_from_slice(sessions),
+        }
+    }
+    split.train.sort();
+    split
+}
+
 /// One recommender's numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metrics {
@@ -99,6 +129,45 @@ pub struct Metrics {
     pub hr10: f64,
     pub ndcg10: f64,
     pub coverage: f64,
+    /// Per held-out case: the target's rank in the top 10 (0 = first), for paired tests.
+    pub ranks: Vec<Option<u8>>,
+}
+
+impl Metrics {
+    /// Per-case HR@10 (0 or 1) and NDCG@10.
+    pub fn per_case(&self, ndcg: bool) -> Vec<f64> {
+        self.ranks
+            .iter()
+            .map(|r| match (r, ndcg) {
+                (None, _) => 0.0,
+                (Some(_), false) => 1.0,
+                (Some(r), true) => 1.0 / ((*r as usize + 2) as f64).log2(),
+            })
+            .collect()
+    }
+}
+
+/// Mean of `a - b` over paired cases with a 95 % percentile bootstrap interval (`rounds`
+/// resamples of the cases, fixed seed): (mean, low, high).
+pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> (f64, f64, f64) {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = d.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let mut rng = crate::music::SeedRng::derive(&[seed, 0xB007]);
+    let mut means: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            (0..n)
+                .map(|_| d[(rng.next_u64() % n as u64) as usize])
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (means.len() - 1) as f64).round() as usize).min(means.len() - 1)];
+    (mean, at(0.025), at(0.975))
 }
 
 /// The training data for a split: held-out presets are in the catalogue even if unseen.
@@ -119,13 +188,16 @@ fn metrics(name: &str, ranked: &[Vec<u16>], targets: &[u16], catalogue_len: usiz
         hr10: 0.0,
         ndcg10: 0.0,
         coverage: 0.0,
+        ranks: Vec::with_capacity(targets.len()),
     };
     let mut seen = vec![false; catalogue_len];
     for (list, &t) in ranked.iter().zip(targets) {
         for &i in list.iter().take(10) {
             seen[i as usize] = true;
         }
-        if let Some(rank) = list.iter().take(10).position(|&i| i == t) {
+        let rank = list.iter().take(10).position(|&i| i == t);
+        m.ranks.push(rank.map(|r| r as u8));
+        if let Some(rank) = rank {
             m.hr10 += 1.0;
             m.hr5 += (rank < 5) as u8 as f64;
             m.ndcg10 += 1.0 / ((rank + 2) as f64).log2();

@@ -44,7 +44,9 @@ pub use data::{Catalogue, Context, Dataset, Feedback, Item, SessionRow};
 pub use evidence::Evidence;
 pub use hybrid::{Hybrid, HybridWeights};
 pub use item_cf::ItemCf;
-pub use popularity::{Popularity, RandomBaseline};
+pub use popularity::{
+    ContextPopularity, PersonalPopularity, Popularity, RandomBaseline, RecentPersonal,
+};
 pub use session_knn::SessionKnn;
 
 /// One ranked suggestion.
@@ -139,10 +141,16 @@ pub fn all_recommenders(weights: HybridWeights, seed: u64) -> Vec<Box<dyn Recomm
         Box::new(ItemCf::default()),
         Box::new(SessionKnn::default()),
         Box::new(ContentBased::default()),
+        Box::new(PersonalPopularity::default()),
+        Box::new(RecentPersonal::default()),
+        Box::new(ContextPopularity::default()),
         Box::new(Popularity::default()),
         Box::new(RandomBaseline::new(seed)),
     ]
 }
+
+/// The baselines the hybrid must beat (paired comparisons in `eval-recs`).
+pub const STRONG_BASELINES: [&str; 3] = ["personal-pop", "recent-personal", "context-pop"];
 
 #[cfg(test)]
 mod tests {

@@ -21,10 +21,22 @@
 //!   bad day). Working tries log use for 1-10 minutes, likes, keeps and exports; failing
 //!   ones a quick abandon or a dislike, sometimes a "new idea". A session usually ends once
 //!   something works.
+//! - **What gets logged.** By default the log is plugin-faithful: each try becomes a
+//!   timeline of what the producer does at the plugin (select the preset, play and stop
+//!   with their own play/stop habit, like, capture, ask for a new idea, switch on or stop),
+//!   run through the plugin's own [`SessionTracker`] and turned into events the way the
+//!   recorder writes them: only `preset_used` (rolling time), `kept_playing`, `liked`,
+//!   `disliked`, `exported`, `new_idea`, `abandoned_quickly` and `context`, with the same
+//!   timing rules; input statistics are known only when the producer played something.
+//!   `rich_signals` instead logs the idealised events (explicit `kept`, quick abandons that
+//!   say what the producer thought), which the plugin cannot observe.
 
 use crate::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use crate::presets::{PresetLibrary, StylePreset};
-use crate::sessions::{Event, EventKind, Session, SessionContext, SessionLog};
+use crate::sessions::{
+    Event, EventKind, Observation, RecorderEvent, Session, SessionContext, SessionLog,
+    SessionTracker,
+};
 
 /// Simulator knobs; see the module docs for what each one does.
 #[derive(Debug, Clone)]
@@ -46,6 +58,8 @@ pub struct SimConfig {
     pub noise: f32,
     pub max_tries: usize,
     pub keep_bias: f32,
+    /// Log idealised signals the plugin never records instead of the plugin-faithful log.
+    pub rich_signals: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +78,7 @@ impl Default for SimConfig {
             noise: 0.1,
             max_tries: 4,
             keep_bias: 0.0,
+            rich_signals: false,
         }
     }
 }
@@ -87,6 +102,7 @@ impl SimConfig {
             noise: 0.0,
             max_tries: 1,
             keep_bias: 1e3,
+            rich_signals: true,
         }
     }
 }
@@ -263,6 +279,7 @@ pub fn simulate(cfg: &SimConfig) -> Simulation {
                 })
                 .collect();
             let mut events = Vec::new();
+            let mut tries_log: Vec<(usize, bool, f32)> = Vec::new();
             let mut tried = vec![false; n];
             let mut t_ms = 0i64;
             let tries = 1 + below(&mut rng, cfg.max_tries.max(1));
@@ -287,19 +304,35 @@ pub fn simulate(cfg: &SimConfig) -> Simulation {
                 if rng.next_f32() < cfg.noise {
                     works = !works;
                 }
-                t_ms += feedback_events(&mut events, &presets[j].id, works, t_ms, &mut rng);
+                let took = feedback_events(&mut events, &presets[j].id, works, t_ms, &mut rng);
+                t_ms += took;
+                tries_log.push((j, works, took as f32 / 1000.0));
                 if works && rng.next_f32() < 0.7 {
                     break;
                 }
             }
-            log.sessions.push(Session {
-                producer: format!("sim-{pi:04}"),
-                session: si as i64,
-                started_at_ms: clock,
-                ended_at_ms: Some(clock + t_ms + 60_000),
-                context,
-                events,
-            });
+            let producer_id = format!("sim-{pi:04}");
+            if cfg.rich_signals {
+                log.sessions.push(Session {
+                    producer: producer_id,
+                    session: si as i64,
+                    started_at_ms: clock,
+                    ended_at_ms: Some(clock + t_ms + 60_000),
+                    context,
+                    events,
+                });
+            } else {
+                let mut erng = SeedRng::derive(&[cfg.seed, pi as u64, si as u64, 0xFA17]);
+                let habit = SeedRng::derive(&[cfg.seed, pi as u64, 0x5709]).next_f32() * 0.8;
+                let recorded = plugin_timeline(&tries_log, &context, habit, &mut erng);
+                log.sessions.extend(recorded_sessions(
+                    &recorded,
+                    &presets,
+                    &producer_id,
+                    si as i64,
+                    clock,
+                ));
+            }
         }
     }
     log.sort();
@@ -408,6 +441,188 @@ fn feedback_events(
     }
     push(EventKind::PresetUsed, end, Some(seconds));
     end - t0
+}
+
+/// Runs one simulated session's tries through the plugin's [`SessionTracker`], as the
+/// companion would see them: (seconds since start, event) in order. Each try is
+/// `(preset, works, seconds listened)`; `stop_habit` is how often the producer stops the
+/// transport for a moment while listening.
+pub fn plugin_timeline(
+    tries: &[(usize, bool, f32)],
+    ctx: &SessionContext,
+    stop_habit: f32,
+    rng: &mut SeedRng,
+) -> Vec<(f64, RecorderEvent)> {
+    let mut tracker = SessionTracker::default();
+    let mut out = Vec::new();
+    let mut timeline = Vec::new();
+    let plays_input = rng.next_f32() < 0.6;
+    let mut now = 0.0f64;
+    let mut obs = Observation {
+        playing: false,
+        tempo: ctx.tempo,
+        meter: ctx.meter,
+        key: ctx.key,
+        input_density: None,
+        input_register: None,
+        preset: None,
+    };
+    let flush = |now: f64, out: &mut Vec<RecorderEvent>, timeline: &mut Vec<_>| {
+        timeline.extend(out.drain(..).map(|e| (now, e)));
+    };
+    for &(preset, works, seconds) in tries {
+        obs.preset = Some(preset as u16);
+        tracker.observe(now, &obs, &mut out);
+        flush(now, &mut out, &mut timeline);
+        // Actions at offsets into the try, in rolling seconds.
+        let mut actions: Vec<(f64, EventKind)> = Vec::new();
+        if works {
+            if rng.next_f32() < 0.5 {
+                actions.push((5.0, EventKind::Liked));
+            }
+            if rng.next_f32() < 0.25 {
+                actions.push((40.0, EventKind::Exported));
+            }
+        } else {
+            if rng.next_f32() < 0.3 {
+                actions.push((2.0, EventKind::NewIdea));
+            }
+            if rng.next_f32() < 0.5 {
+                actions.push((4.0, EventKind::Disliked));
+            }
+        }
+        let mut played = 0.0f64;
+        let total = seconds as f64;
+        while played < total {
+            // A stretch of playing, then maybe a short stop.
+            let stretch = if rng.next_f32() < stop_habit {
+                (3.0 + 20.0 * rng.next_f32() as f64).min(total - played)
+            } else {
+                total - played
+            };
+            obs.playing = true;
+            let end = played + stretch;
+            while played < end {
+                let step = (end - played).min(2.0);
+                for &(at, kind) in &actions {
+                    if at >= played && at < played + step {
+                        tracker.action(kind, &mut out);
+                    }
+                }
+                tracker.observe(now, &obs, &mut out);
+                flush(now, &mut out, &mut timeline);
+                if plays_input && played > 8.0 {
+                    obs.input_density = ctx.input_density;
+                    obs.input_register = ctx.input_register;
+                }
+                now += step;
+                played += step;
+            }
+            tracker.observe(now, &obs, &mut out);
+            flush(now, &mut out, &mut timeline);
+            if played < total {
+                obs.playing = false;
+                tracker.observe(now, &obs, &mut out);
+                now += 1.0 + 5.0 * rng.next_f32() as f64;
+                tracker.observe(now, &obs, &mut out);
+                flush(now, &mut out, &mut timeline);
+            }
+        }
+    }
+    obs.playing = false;
+    tracker.observe(now, &obs, &mut out);
+    tracker.finish(&mut out);
+    flush(now, &mut out, &mut timeline);
+    timeline
+}
+
+/// Turns recorder events into sessions as the recorder writes them (see
+/// `sessions::recorder`): `Start` opens, `Context` fills unknowns and logs a change,
+/// everything else needs an open session.
+pub fn recorded_sessions(
+    timeline: &[(f64, RecorderEvent)],
+    presets: &[StylePreset],
+    producer: &str,
+    first_id: i64,
+    clock_ms: i64,
+) -> Vec<Session> {
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut open = false;
+    for &(t, ev) in timeline {
+        let at = clock_ms + (t * 1000.0) as i64;
+        match ev {
+            RecorderEvent::Start { tempo, meter, key } => {
+                sessions.push(Session {
+                    producer: producer.to_string(),
+                    session: first_id + sessions.len() as i64,
+                    started_at_ms: at,
+                    ended_at_ms: None,
+                    context: SessionContext {
+                        tempo,
+                        meter,
+                        key,
+                        ..SessionContext::default()
+                    },
+                    events: Vec::new(),
+                });
+                open = true;
+            }
+            _ if !open => {}
+            RecorderEvent::End => {
+                open = false;
+                if let Some(s) = sessions.last_mut() {
+                    s.ended_at_ms = Some(at);
+                }
+            }
+            RecorderEvent::Context {
+                tempo,
+                meter,
+                key,
+                input_density,
+                input_register,
+            } => {
+                let s = sessions.last_mut().expect("open");
+                let new = SessionContext {
+                    tempo,
+                    meter,
+                    key: key.or(s.context.key),
+                    input_density: input_density.or(s.context.input_density),
+                    input_register: input_register.or(s.context.input_register),
+                };
+                s.context.key = s.context.key.or(new.key);
+                s.context.input_density = s.context.input_density.or(new.input_density);
+                s.context.input_register = s.context.input_register.or(new.input_register);
+                s.events.push(Event {
+                    t_ms: at - s.started_at_ms,
+                    kind: EventKind::Context,
+                    preset: None,
+                    seconds: None,
+                    context: Some(new),
+                });
+            }
+            RecorderEvent::PresetUsed { preset, seconds } => {
+                let s = sessions.last_mut().expect("open");
+                let e = Event::about(
+                    at - s.started_at_ms,
+                    EventKind::PresetUsed,
+                    &presets[preset as usize].id,
+                    Some(seconds),
+                );
+                s.events.push(e);
+            }
+            RecorderEvent::Feedback { kind, preset } => {
+                let s = sessions.last_mut().expect("open");
+                let e = Event::about(
+                    at - s.started_at_ms,
+                    kind,
+                    &presets[preset as usize].id,
+                    None,
+                );
+                s.events.push(e);
+            }
+        }
+    }
+    sessions
 }
 
 #[cfg(test)]
