@@ -503,3 +503,60 @@ fn simulator_logs_like_the_plugin_unless_told_otherwise() {
         }
     }
 }
+
+/// Fit once, then feed a new session event by event: the ranking equals a refit on the log
+/// with that session.
+#[test]
+fn incremental_update_ranks_like_a_refit() {
+    let cfg = SimConfig {
+        producers: 30,
+        max_sessions: 40,
+        ..SimConfig::default()
+    };
+    let world = sim::simulate(&cfg);
+    let catalogue = Catalogue::from_presets(&world.presets);
+    let full = world.log.clone();
+    // Hold out the last session that has feedback about a preset.
+    let last = full
+        .sessions
+        .iter()
+        .rposition(|s| s.events.iter().any(|e| e.preset.is_some()))
+        .unwrap();
+    let mut before = full.clone();
+    let held = before.sessions.remove(last);
+    // Later sessions of the same producer would come after it: keep the comparison fair.
+    before
+        .sessions
+        .retain(|s| s.producer != held.producer || s.started_at_ms < held.started_at_ms);
+    let mut after = before.clone();
+    after.sessions.push(held.clone());
+    after.sort();
+
+    let mut online = Hybrid::new(HybridWeights::TUNED);
+    online.fit(&Dataset::new(&before, catalogue.clone()));
+    for e in &held.events {
+        let Some(id) = e.preset.as_deref() else {
+            continue;
+        };
+        online.update(&Feedback {
+            producer: held.producer.clone(),
+            session: held.session,
+            context: held.context,
+            preset: online.catalogue().index_of(id).unwrap(),
+            kind: e.kind,
+            seconds: e.seconds,
+            at_ms: held.started_at_ms,
+        });
+    }
+    let mut refit = Hybrid::new(HybridWeights::TUNED);
+    refit.fit(&Dataset::new(&after, catalogue));
+    for producer in [held.producer.as_str(), "sim-0000", "nobody"] {
+        let c = for_producer(producer, &held.context);
+        let a = online.score(&c).values;
+        let b = refit.score(&c).values;
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{producer}: {x} vs {y}");
+        }
+        assert_eq!(top_ids(&online, &c, 10), top_ids(&refit, &c, 10));
+    }
+}

@@ -41,6 +41,10 @@ pub struct Args {
     /// Bootstrap resamples for the paired intervals, 100-100000.
     #[arg(long, default_value_t = 1000, value_parser = ranged(100..=100_000usize))]
     pub bootstrap: usize,
+    /// Tune the hybrid's weights on each split's training data instead of using the fixed
+    /// weights the plugin ships ([`HybridWeights::TUNED`]).
+    #[arg(long)]
+    pub tune: bool,
     /// Skip the local session database.
     #[arg(long)]
     pub no_local: bool,
@@ -143,7 +147,7 @@ fn evaluate_log(
             say!(out, "{name}: no held-out cases\n");
             continue;
         }
-        let weights = if cold {
+        let weights = if cold || !args.tune {
             HybridWeights::TUNED
         } else {
             eval::tune_hybrid(&split.train, catalogue)
@@ -154,8 +158,10 @@ fn evaluate_log(
                 "hybrid uses its cold-start blend: {}",
                 HybridWeights::COLD_START
             )
+        } else if args.tune {
+            format!("hybrid weights (tuned on this split's training data): {weights}")
         } else {
-            format!("hybrid weights (tuned on the training data): {weights}")
+            format!("hybrid weights (fixed, shipped): {weights}")
         };
         say!(out, "{}  {note}", eval::table(&name, &rows));
         let group = Group { name, rows };

@@ -11,9 +11,11 @@ use crate::editor::{EditorAction, Suggestion};
 use crate::engine::thread::{Background, TEARDOWN_WAIT};
 use crate::engine::{EngineView, WorkerStatus};
 use crate::presets::PresetLibrary;
-use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
+use crate::recommend::{Catalogue, Context, Dataset, Feedback, Hybrid, HybridWeights, Recommender};
 use crate::sessions::recorder::{RecorderEvent, RecorderSender, SessionRecorder};
-use crate::sessions::{EventKind, LOCAL_PRODUCER, Observation, SessionDb, SessionTracker};
+use crate::sessions::{
+    EventKind, LOCAL_PRODUCER, Observation, SessionContext, SessionDb, SessionTracker,
+};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -90,6 +92,12 @@ struct State {
     editor_preset: Option<u16>,
     idea: u32,
     last_rank: Option<Instant>,
+    /// The recommender, fitted once from the database and then updated online with what
+    /// this instance records (refitted only when the preset library changes).
+    model: Option<Hybrid>,
+    /// This instance's session number for online updates, and that session's context.
+    model_session: i64,
+    session_ctx: SessionContext,
 }
 
 impl State {
@@ -127,6 +135,10 @@ impl State {
             editor_preset: None,
             idea,
             last_rank: None,
+            model: None,
+            // Far from database row ids, so online sessions never merge with stored ones.
+            model_session: i64::MAX / 2,
+            session_ctx: SessionContext::default(),
         }
     }
 
@@ -215,14 +227,62 @@ impl State {
         for kind in feedback {
             self.tracker.action(kind, &mut out);
         }
+        self.learn(&out);
         self.record_all(out);
         changed
+    }
+
+    /// Feeds what is being recorded to the fitted model (no database read, no refit).
+    fn learn(&mut self, events: &[RecorderEvent]) {
+        for &event in events {
+            let (kind, preset, seconds) = match event {
+                RecorderEvent::Start { tempo, meter, key } => {
+                    self.model_session += 1;
+                    self.session_ctx = SessionContext {
+                        tempo,
+                        meter,
+                        key,
+                        ..SessionContext::default()
+                    };
+                    continue;
+                }
+                RecorderEvent::Context {
+                    input_density,
+                    input_register,
+                    key,
+                    ..
+                } => {
+                    let c = &mut self.session_ctx;
+                    c.key = c.key.or(key);
+                    c.input_density = c.input_density.or(input_density);
+                    c.input_register = c.input_register.or(input_register);
+                    continue;
+                }
+                RecorderEvent::End => continue,
+                RecorderEvent::PresetUsed { preset, seconds } => {
+                    (EventKind::PresetUsed, preset, Some(seconds))
+                }
+                RecorderEvent::Feedback { kind, preset } => (kind, preset, None),
+            };
+            if let Some(model) = self.model.as_mut() {
+                model.update(&Feedback {
+                    producer: LOCAL_PRODUCER.to_string(),
+                    session: self.model_session,
+                    context: self.session_ctx,
+                    preset,
+                    kind,
+                    seconds,
+                    at_ms: 0,
+                });
+            }
+        }
     }
 
     fn reload_library(&mut self) {
         if let Ok(dir) = crate::presets::user_dir() {
             // New user presets are appended, so existing indices stay valid for the log.
             self.library = PresetLibrary::load(&dir).0;
+            self.model = None; // the catalogue changed: refit on the next ranking
         }
     }
 
@@ -237,20 +297,26 @@ impl State {
     /// Re-ranks the presets for the current context and publishes the top ones.
     fn rerank(&mut self) {
         self.last_rank = Some(Instant::now());
-        let log = self
-            .db_path
-            .as_ref()
-            .and_then(|p| SessionDb::open(p).ok())
-            .and_then(|db| db.load_log().ok())
-            .unwrap_or_default();
+        if self.model.is_none() {
+            let log = self
+                .db_path
+                .as_ref()
+                .and_then(|p| SessionDb::open(p).ok())
+                .and_then(|db| db.load_log().ok())
+                .unwrap_or_default();
+            let catalogue = Catalogue::from_library(&self.library);
+            let mut hybrid = Hybrid::new(HybridWeights::TUNED);
+            hybrid.fit(&Dataset::new(&log, catalogue));
+            self.model = Some(hybrid);
+        }
         let (tempo, meter, density, register) = {
             let view = self.links.view.lock().expect("engine view lock");
             let (density, register) = input_stats(&view);
             (view.tempo as f32, view.meter, density, register)
         };
-        let catalogue = Catalogue::from_library(&self.library);
-        let mut hybrid = Hybrid::new(HybridWeights::TUNED);
-        hybrid.fit(&Dataset::new(&log, catalogue));
+        let Some(hybrid) = self.model.as_ref() else {
+            return;
+        };
         let session = self.preset.map(|p| vec![(p, 0.0)]).unwrap_or_default();
         let ctx = Context {
             producer: LOCAL_PRODUCER.to_string(),

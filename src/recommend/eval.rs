@@ -237,9 +237,10 @@ pub fn evaluate(
         .collect()
 }
 
-/// Picks hybrid weights by grid search (each weight in {0, ¼, ½, 1}) on a leave-last-out
-/// split of `train` itself, so the held-out cases of the real evaluation are never seen.
-/// Maximises HR@10, then NDCG@10.
+/// Picks hybrid weights on a leave-last-out split of `train` itself, so the held-out cases
+/// of the real evaluation are never seen: coordinate ascent from
+/// [`HybridWeights::TUNED`], each weight in turn over {0, ⅛, ¼, ½, 1, 2}, two passes,
+/// maximising HR@10 + NDCG@10 (a change must gain, so ties keep the defaults).
 pub fn tune_hybrid(train: &SessionLog, catalogue: &Catalogue) -> HybridWeights {
     let inner = leave_last_out(train, 1);
     if inner.cases.is_empty() {
@@ -258,29 +259,33 @@ pub fn tune_hybrid(train: &SessionLog, catalogue: &Catalogue) -> HybridWeights {
         .iter()
         .map(|c| data.catalogue.index_of(&c.target).expect("ensured"))
         .collect();
-    let grid = [0.0, 0.25, 0.5, 1.0];
-    let mut best = (f64::MIN, f64::MIN, HybridWeights::TUNED);
-    for a in grid {
-        for b in grid {
-            for c in grid {
-                for d in grid {
-                    if a + b + c + d == 0.0 {
-                        continue;
-                    }
-                    let w = HybridWeights::from_array([a, b, c, d]);
-                    let ranked: Vec<Vec<u16>> = parts
-                        .iter()
-                        .map(|p| top_k(&Hybrid::blend(w, p), 10))
-                        .collect();
-                    let m = metrics("hybrid", &ranked, &targets, data.catalogue.len());
-                    if (m.hr10, m.ndcg10) > (best.0, best.1) {
-                        best = (m.hr10, m.ndcg10, w);
-                    }
+    let value = |w: [f32; 6]| {
+        let w = HybridWeights::from_array(w);
+        let ranked: Vec<Vec<u16>> = parts
+            .iter()
+            .map(|p| top_k(&Hybrid::blend(w, p), 10))
+            .collect();
+        let m = metrics("hybrid", &ranked, &targets, data.catalogue.len());
+        m.hr10 + m.ndcg10
+    };
+    let mut best = HybridWeights::TUNED.as_array();
+    let mut best_value = value(best);
+    for _ in 0..2 {
+        for k in 0..best.len() {
+            for g in [0.0, 0.125, 0.25, 0.5, 1.0, 2.0] {
+                let mut w = best;
+                w[k] = g;
+                if w.iter().all(|x| *x == 0.0) {
+                    continue;
+                }
+                let v = value(w);
+                if v > best_value + 1e-9 {
+                    (best, best_value) = (w, v);
                 }
             }
         }
     }
-    best.2
+    HybridWeights::from_array(best)
 }
 
 /// A plain-text table, one row per recommender.
