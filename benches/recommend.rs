@@ -6,6 +6,10 @@
 //!   per-event `record()` latency, drops and what reached the database (target: no
 //!   blocking, nothing dropped).
 //!
+//! - 40,000 sessions (plugin-faithful simulator): hybrid top-10 from a fitted model, one
+//!   online update, and `melodist recommend` end to end (open the SQLite file, load, fit,
+//!   rank with explanations; target ≤ 100 ms), printed as medians.
+//!
 //! Run with `cargo bench --bench recommend`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -149,5 +153,85 @@ fn recorder_ingest(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, recommend_top10, recorder_ingest);
+/// 40k sessions: top-10, online update, and the CLI's end-to-end path.
+fn recommend_40k(_c: &mut Criterion) {
+    let cfg = SimConfig {
+        producers: 400,
+        min_sessions: 100,
+        max_sessions: 100,
+        ..SimConfig::default()
+    };
+    let world = sim::simulate(&cfg);
+    let catalogue = Catalogue::from_presets(&world.presets);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("40k.sqlite3");
+    let mut db = SessionDb::open(&path).expect("db");
+    db.import_log(&world.log).expect("import");
+    drop(db);
+    let last = world.log.sessions.last().expect("sessions");
+    let ctx = Context::from_session(&last.producer, &last.context);
+    let median_ms = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    let mut hybrid = Hybrid::default();
+    let t = Instant::now();
+    hybrid.fit(&Dataset::new(&world.log, catalogue.clone()));
+    println!(
+        "40k: {} sessions, {} presets; fit {:.1} ms",
+        world.log.sessions.len(),
+        catalogue.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let top: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(hybrid.top_k(black_box(&ctx), 10));
+            t.elapsed()
+        })
+        .collect();
+    let explained: Vec<Duration> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(hybrid.recommend(black_box(&ctx), 10));
+            t.elapsed()
+        })
+        .collect();
+    let update: Vec<Duration> = (0..200)
+        .map(|i| {
+            let fb = melodist::recommend::Feedback {
+                producer: last.producer.clone(),
+                session: 1_000_000 + i / 5,
+                context: last.context,
+                preset: (i % 30) as u16,
+                kind: EventKind::Liked,
+                seconds: None,
+                at_ms: 0,
+            };
+            let t = Instant::now();
+            hybrid.update(black_box(&fb));
+            t.elapsed()
+        })
+        .collect();
+    let end_to_end: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let db = SessionDb::open(&path).expect("db");
+            let log = db.load_log().expect("log");
+            let mut h = Hybrid::default();
+            h.fit(&Dataset::new(&log, catalogue.clone()));
+            black_box(h.recommend(&ctx, 5));
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "40k: hybrid top-10 median {:.3} ms, with explanations {:.3} ms, online update {:.3} ms, end to end (open+load+fit+rank) {:.0} ms",
+        median_ms(top),
+        median_ms(explained),
+        median_ms(update),
+        median_ms(end_to_end)
+    );
+}
+
+criterion_group!(benches, recommend_top10, recorder_ingest, recommend_40k);
 criterion_main!(benches);
