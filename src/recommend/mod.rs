@@ -54,7 +54,7 @@ pub use session_knn::SessionKnn;
 pub struct Recommendation {
     pub preset_id: String,
     pub score: f32,
-    /// Why, in words, citing the evidence ("you kept phrases with Reel Drive in 4 sessions...").
+    /// Why, in words, citing the evidence ("Reel Drive worked in 4 of your sessions (you liked it in 3)...").
     pub explanation: String,
 }
 
