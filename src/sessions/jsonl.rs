@@ -13,8 +13,10 @@
 //! - `tempo` (BPM), `meter` ("6/8"), `key` (tonic + scale, e.g. "F# dorian", or null),
 //!   `input_density` (notes per beat the producer played), `input_register` (mean MIDI pitch).
 //! - `events[]`: `t_ms` since the session start, `kind` (one of `preset_used`, `liked`,
-//!   `disliked`, `kept`, `exported`, `new_idea`, `abandoned_quickly`), `preset` (a preset id)
-//!   and `seconds` (how long the preset was used, `preset_used` only).
+//!   `disliked`, `kept`, `exported`, `new_idea`, `abandoned_quickly`, `kept_playing`,
+//!   `context`), `preset` (a preset id), `seconds` (how long the preset was used,
+//!   `preset_used` only) and `context` (`context` events: the new tempo, meter, key and input
+//!   statistics, same fields as the session).
 //!
 //! Blank lines and lines starting with `#` are ignored.
 
