@@ -131,6 +131,12 @@ fn recorder_ingest(_c: &mut Criterion) {
     let path = dir.path().join("burst.sqlite3");
     let recorder = SessionRecorder::start(path, "bench".into(), Vec::new(), 1024);
     let tx = recorder.sender();
+    // The recorder writes only inside an open session.
+    tx.record(RecorderEvent::Start {
+        tempo: 120.0,
+        meter: melodist::music::Meter::new(4, 4),
+        key: None,
+    });
     let mut latencies = Vec::with_capacity(20_000);
     let start = Instant::now();
     for i in 0..20_000u32 {
@@ -213,6 +219,30 @@ fn recommend_40k(_c: &mut Criterion) {
             t.elapsed()
         })
         .collect();
+    let data = Dataset::new(&world.log, catalogue.clone());
+    let mut parts: Vec<Box<dyn Recommender>> = vec![
+        Box::new(ItemCf::default()),
+        Box::new(SessionKnn::default()),
+        Box::new(ContentBased::default()),
+        Box::new(Popularity::default()),
+        Box::new(melodist::recommend::RecentPersonal::default()),
+        Box::new(melodist::recommend::ContextPopularity::default()),
+    ];
+    for r in &mut parts {
+        r.fit(&data);
+        let times: Vec<Duration> = (0..100)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(r.top_k(black_box(&ctx), 10));
+                t.elapsed()
+            })
+            .collect();
+        println!(
+            "40k: {:<16} top-10 median {:.3} ms",
+            r.name(),
+            median_ms(times)
+        );
+    }
     let end_to_end: Vec<Duration> = (0..5)
         .map(|_| {
             let t = Instant::now();
