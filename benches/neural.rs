@@ -3,15 +3,31 @@
 //! duration layer per note).
 //!
 //! Needs the shipped model in `models/neural/`; run with `cargo bench --bench neural`.
+//!
+//! Before criterion's benches it prints one side-by-side table (best of 5 runs each):
+//! - µs per note (LSTM step + duration layer) of the fast path (`model::lstm_fast`) and of
+//!   candle's step in a one-thread pool, in this process (whatever `RAYON_NUM_THREADS` it
+//!   has) and in a child process of this benchmark with `RAYON_NUM_THREADS=1`;
+//! - ms per 4/4 bar at density 0.5, sampling included, on a spawned worker thread as the
+//!   plugin runs it (the plugin cannot set environment variables), fast path and candle.
+//!
+//! `cargo bench --bench neural -- --side-by-side` prints the table only.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
+use melodist::generator::loader::{
+    EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_GUARD, EMBEDDED_NEURAL_WEIGHTS,
+};
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{GenSettings, Generator, PhraseRequest};
-use melodist::model::tokenizer::Style;
+use melodist::model::tokenizer::{Style, cond_tokens};
 use melodist::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE};
-use melodist::music::{Meter, SeedRng};
+use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use std::hint::black_box;
 use std::path::Path;
+use std::time::Instant;
+
+/// Set in the child process that times candle's step with `RAYON_NUM_THREADS=1`.
+const CANDLE_CHILD: &str = "MELODIST_BENCH_CANDLE_CHILD";
 
 fn bench(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/neural");
@@ -82,7 +98,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("neural");
     group.throughput(Throughput::Elements(64));
-    group.bench_function("64 notes (model steps + duration layer)", |b| {
+    group.bench_function("64 notes, candle (model steps + duration layer)", |b| {
         b.iter(|| {
             pool.install(|| {
                 let mut prev = (60u32, 92u32); // a pitch token, an eighth-note token
@@ -97,8 +113,161 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    let fast = g.fast_model();
+    let mut fast_state = fast.state();
+    fast.start(
+        cond_tokens(
+            Style::Any,
+            Meter::new(4, 4),
+            Key::new(PitchClass::C, Scale::Major),
+        ),
+        &mut fast_state,
+    );
+    group.bench_function("64 notes, fast path (model steps + duration layer)", |b| {
+        b.iter(|| {
+            let mut prev = (60u32, 92u32);
+            for i in 0..64u32 {
+                black_box(fast.step(prev.0, prev.1, (i % 48) as u16, &mut fast_state));
+                let pitch = 60 + i % 12;
+                black_box(fast.duration_logits(pitch, &mut fast_state));
+                prev = (pitch, 90 + i % 4);
+            }
+        })
+    });
     group.finish();
 }
 
+/// The generator as the plugin loads it (the shipped model, embedded in the binary).
+fn shipped() -> NeuralGenerator {
+    NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
+        .unwrap()
+        .with_guard(EMBEDDED_NEURAL_GUARD)
+        .unwrap()
+}
+
+/// Best of 5 runs of 2,000 notes (after 200 to warm up), µs per note. `note(i)` runs one.
+fn per_note_us(mut note: impl FnMut(u32)) -> f64 {
+    (0..200).for_each(&mut note);
+    (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            (0..2000).for_each(&mut note);
+            start.elapsed().as_secs_f64() * 1e6 / 2000.0
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The notes fed to both decoders: (prev pitch, prev duration, position, chosen pitch).
+fn note_tokens(i: u32) -> (u32, u32, u16, u32) {
+    (60 + i % 12, 90 + i % 4, (i % 48) as u16, 60 + (i + 1) % 12)
+}
+
+fn candle_us_per_note(g: &NeuralGenerator) -> f64 {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let c_major = Key::new(PitchClass::C, Scale::Major);
+    let mut state = g
+        .start_state(Style::Any, Meter::new(4, 4), c_major)
+        .unwrap();
+    let model = g.model();
+    pool.install(|| {
+        per_note_us(|i| {
+            let (p, d, pos, next) = note_tokens(i);
+            black_box(model.step(p, d, pos, &mut state).unwrap());
+            black_box(model.duration_logits(next, &state).unwrap());
+        })
+    })
+}
+
+fn fast_us_per_note(g: &NeuralGenerator) -> f64 {
+    let fast = g.fast_model();
+    let mut state = fast.state();
+    let c_major = Key::new(PitchClass::C, Scale::Major);
+    fast.start(
+        cond_tokens(Style::Any, Meter::new(4, 4), c_major),
+        &mut state,
+    );
+    per_note_us(|i| {
+        let (p, d, pos, next) = note_tokens(i);
+        black_box(fast.step(p, d, pos, &mut state));
+        black_box(fast.duration_logits(next, &mut state));
+    })
+}
+
+/// ms per 4/4 bar at density 0.5 on a spawned worker thread: best of 5 runs of 64 phrases
+/// of 4 bars, with the fast path or candle's reference decoder.
+fn ms_per_bar(reference: bool) -> f64 {
+    std::thread::spawn(move || {
+        let mut g = shipped();
+        let mut phrase = |seed: u64| {
+            let req = PhraseRequest {
+                settings: GenSettings {
+                    seed,
+                    density: 0.5,
+                    ..Default::default()
+                },
+                meter: Meter::new(4, 4),
+                phrase_index: seed as i64,
+                bars: 4,
+                context: &[],
+            };
+            let mut rng = SeedRng::new(seed);
+            black_box(match reference {
+                true => g.generate_reference(&req, &mut rng),
+                false => g.generate(&req, &mut rng),
+            });
+        };
+        (0..8).for_each(&mut phrase);
+        (0..5)
+            .map(|run| {
+                let start = Instant::now();
+                (0..64).for_each(|i| phrase(100 + 64 * run + i));
+                start.elapsed().as_secs_f64() * 1e3 / (64.0 * 4.0)
+            })
+            .fold(f64::INFINITY, f64::min)
+    })
+    .join()
+    .unwrap()
+}
+
+/// The side-by-side table (see the header).
+fn side_by_side() {
+    let g = shipped();
+    let rayon_env = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    let fast = fast_us_per_note(&g);
+    let candle = candle_us_per_note(&g);
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CANDLE_CHILD, "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok());
+    let (bar_fast, bar_candle) = (ms_per_bar(false), ms_per_bar(true));
+    println!("neural side by side (2x256 LSTM, batch 1, one thread):");
+    println!("  fast path                                {fast:8.1} µs/note");
+    println!("  candle, RAYON_NUM_THREADS {rayon_env:<6}         {candle:8.1} µs/note");
+    match child {
+        Some(us) => println!("  candle, RAYON_NUM_THREADS=1 (child)      {us:8.1} µs/note"),
+        None => println!("  candle, RAYON_NUM_THREADS=1 (child)      failed to run"),
+    }
+    println!("  worker thread, 4/4 density 0.5, fast     {bar_fast:8.3} ms/bar");
+    println!("  worker thread, 4/4 density 0.5, candle   {bar_candle:8.3} ms/bar");
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os(CANDLE_CHILD).is_some() {
+        println!("{}", candle_us_per_note(&shipped()));
+        return;
+    }
+    side_by_side();
+    if std::env::args().any(|a| a == "--side-by-side") {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
