@@ -58,7 +58,7 @@ fn request(seed: u64, mode: Mode, density: f32, context: &[ContextNote]) -> Phra
             density,
             ..Default::default()
         },
-        meter: if seed % 3 == 0 {
+        meter: if seed.is_multiple_of(3) {
             Meter::new(6, 8)
         } else {
             Meter::new(4, 4)

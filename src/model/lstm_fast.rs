@@ -271,7 +271,8 @@ mod tests {
     fn random(config: LstmConfig, seed: u64) -> Lstm {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let model = Lstm::new(config.clone(), vb).unwrap();
+        // Creates the variables (with their initialisers), then overwritten below.
+        Lstm::new(config.clone(), vb).unwrap();
         let mut rng = SeedRng::new(seed);
         for var in varmap.all_vars() {
             let n = var.elem_count();
