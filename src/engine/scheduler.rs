@@ -457,6 +457,12 @@ impl Scheduler {
             return self.events(); // no usable sample rate: nothing can be timed
         };
         self.beats_per_sample = clock.beats_per_sample;
+        // One segment from the block start until loop wraps (if any) split it.
+        self.segments[0] = Segment {
+            beat0: clock.pos,
+            ..Segment::default()
+        };
+        self.n_segments = 1;
         let grid = bar_grid(transport, &clock);
         self.grid = Some(grid);
 
@@ -536,11 +542,6 @@ impl Scheduler {
     fn rest(&mut self, clock: &Clock, grid: BarGrid, controls: &BlockControls) {
         let tol = drift_tolerance(clock.beats_per_sample);
         let moved = self.rest_pos.is_none_or(|p| (p - clock.pos).abs() > tol);
-        self.segments[0] = Segment {
-            beat0: clock.pos,
-            ..Segment::default()
-        };
-        self.n_segments = 1;
         if self.continuation.take().is_some() {
             self.all_notes_off(0);
             self.report(MonitorEvent::Resync);
@@ -607,6 +608,7 @@ impl Scheduler {
             beat0 + ((end - first) as f64 - 1.0 + SAMPLE_EPS) * bps
         };
         let (mut first, mut beat0, mut from) = (0u32, clock.pos, from);
+        self.n_segments = 0;
         loop {
             let mut end = block_len as u32;
             let wraps = clock.looping.filter(|l| beat0 < l.end);
