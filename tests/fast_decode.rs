@@ -8,6 +8,7 @@ use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{ContextNote, GenSettings, Generator, Mode, PhraseRequest};
 use melodist::model::tokenizer::{Style, cond_tokens};
 use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
+use std::hint::black_box;
 
 fn shipped() -> NeuralGenerator {
     NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
@@ -119,20 +120,25 @@ fn syscall_child() {
         let req = request(seed, Mode::Generate, 0.5, &[]);
         g.generate(&req, &mut SeedRng::new(seed))
     };
+    // Each phrase is dropped before the next, as the plugin's worker hands phrases on: kept
+    // alive, their growing total makes malloc extend its arena (mprotect), which is the
+    // caller's memory, not the decoder's.
     let warm = phrase(&mut g, 0);
     let _ = std::fs::metadata(BEGIN);
-    let mut phrases = Vec::with_capacity(64);
+    let mut notes = 0;
     for seed in 1..=64 {
-        phrases.push(phrase(&mut g, seed));
+        let p = phrase(&mut g, seed);
+        assert_eq!(p.len(), 4);
+        notes += p.iter().map(Vec::len).sum::<usize>();
     }
     let _ = std::fs::metadata(END);
     let _ = std::fs::metadata(REF_BEGIN);
     for seed in 1..=4 {
         let req = request(seed, Mode::Generate, 0.5, &[]);
-        phrases.push(g.generate_reference(&req, &mut SeedRng::new(seed)));
+        black_box(g.generate_reference(&req, &mut SeedRng::new(seed)));
     }
     let _ = std::fs::metadata(REF_END);
-    assert!(phrases.iter().chain([&warm]).all(|p| p.len() == 4));
+    assert!(warm.len() == 4 && notes > 256, "{notes} notes");
 }
 
 #[cfg(target_os = "linux")]
@@ -168,16 +174,17 @@ fn decoding_makes_no_system_calls() {
         return;
     }
     assert!(status.success(), "the child failed:\n{trace}");
-    let calls = calls_between(&trace, BEGIN, END);
-    let reference = calls_between(&trace, REF_BEGIN, REF_END);
+    let calls = calls_between(&trace, BEGIN, END, true);
+    // candle's work runs on its pool's thread: count every thread there.
+    let reference = calls_between(&trace, REF_BEGIN, REF_END, false);
     eprintln!(
-        "system calls on the decoding thread: fast path {} (256 bars), candle {} (16 bars)",
+        "system calls: fast path {} on the decoding thread (256 bars), candle {} (16 bars)",
         calls.len(),
         reference.len()
     );
     assert!(
-        reference.len() > 16,
-        "the trace should see the reference decoder's calls (it waits on its pool):\n{trace}"
+        !reference.is_empty(),
+        "the trace should see the reference decoder's calls (/proc/cpuinfo, its pool):\n{trace}"
     );
     assert!(
         calls.is_empty(),
@@ -187,10 +194,10 @@ fn decoding_makes_no_system_calls() {
     );
 }
 
-/// The system calls of the thread that made the `begin` marker call, up to `end` (strace -f
-/// prefixes each line with the thread id).
+/// The system calls between the `begin` and `end` marker calls, of the thread that made
+/// `begin` when `one_thread` (strace -f prefixes each line with the thread id).
 #[cfg(target_os = "linux")]
-fn calls_between<'t>(trace: &'t str, begin: &str, end: &str) -> Vec<&'t str> {
+fn calls_between<'t>(trace: &'t str, begin: &str, end: &str, one_thread: bool) -> Vec<&'t str> {
     let lines: Vec<&str> = trace.lines().collect();
     let b = lines
         .iter()
@@ -204,7 +211,7 @@ fn calls_between<'t>(trace: &'t str, begin: &str, end: &str) -> Vec<&'t str> {
     lines[b + 1..e]
         .iter()
         .copied()
-        .filter(|l| l.split_whitespace().next() == Some(tid))
+        .filter(|l| !one_thread || l.split_whitespace().next() == Some(tid))
         // The begin marker's own call may be split ("<unfinished ...>" then "<... resumed>").
         .filter(|l| !l.contains("stat resumed>") && !l.contains("statx resumed>"))
         .collect()
