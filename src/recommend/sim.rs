@@ -582,16 +582,14 @@ pub fn recorded_sessions(
                 input_register,
             } => {
                 let s = sessions.last_mut().expect("open");
-                let new = SessionContext {
+                let new = s.context.observe(SessionContext {
                     tempo,
                     meter,
-                    key: key.or(s.context.key),
-                    input_density: input_density.or(s.context.input_density),
-                    input_register: input_register.or(s.context.input_register),
-                };
-                s.context.key = s.context.key.or(new.key);
-                s.context.input_density = s.context.input_density.or(new.input_density);
-                s.context.input_register = s.context.input_register.or(new.input_register);
+                    key,
+                    input_density,
+                    input_register,
+                });
+                s.context = s.context.filled_from(&new);
                 s.events.push(Event {
                     t_ms: at - s.started_at_ms,
                     kind: EventKind::Context,

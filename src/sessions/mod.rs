@@ -158,6 +158,30 @@ pub struct SessionContext {
     pub input_register: Option<f32>,
 }
 
+impl SessionContext {
+    /// A change observed mid-session: its tempo and meter, and what it leaves out (key,
+    /// input density and register) carried over from `self`.
+    pub fn observe(&self, seen: SessionContext) -> SessionContext {
+        SessionContext {
+            key: seen.key.or(self.key),
+            input_density: seen.input_density.or(self.input_density),
+            input_register: seen.input_register.or(self.input_register),
+            ..seen
+        }
+    }
+
+    /// The session's own context: it keeps its starting tempo and meter, and what it did
+    /// not know at the start is filled in from `seen`.
+    pub fn filled_from(&self, seen: &SessionContext) -> SessionContext {
+        SessionContext {
+            key: self.key.or(seen.key),
+            input_density: self.input_density.or(seen.input_density),
+            input_register: self.input_register.or(seen.input_register),
+            ..*self
+        }
+    }
+}
+
 impl Default for SessionContext {
     fn default() -> Self {
         Self {

@@ -247,21 +247,14 @@ impl Writer {
                     return Ok(false);
                 };
                 let (id, started) = (*id, *started);
-                let new = SessionContext {
+                let new = ctx.observe(SessionContext {
                     tempo,
                     meter,
-                    key: key.or(ctx.key),
-                    input_density: input_density.or(ctx.input_density),
-                    input_register: input_register.or(ctx.input_register),
-                };
-                // The session keeps its starting tempo and meter; what it did not know at
-                // the start is filled in from the first observation.
-                let filled = SessionContext {
-                    key: ctx.key.or(new.key),
-                    input_density: ctx.input_density.or(new.input_density),
-                    input_register: ctx.input_register.or(new.input_register),
-                    ..*ctx
-                };
+                    key,
+                    input_density,
+                    input_register,
+                });
+                let filled = ctx.filled_from(&new);
                 if filled != *ctx {
                     *ctx = filled;
                     self.db.update_context(id, &filled)?;
