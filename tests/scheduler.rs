@@ -127,6 +127,21 @@ fn offline(settings: GenSettings) -> BlockControls {
 
 /// The notes the generator intends for bars `first..last` (absolute beats, 4/4 unless given).
 fn intended(settings: GenSettings, meter: Meter, bars: std::ops::Range<i64>) -> Vec<Heard> {
+    intended_notes(settings, meter, bars)
+        .into_iter()
+        .map(|(beat, n)| Heard {
+            beat,
+            pitch: n.pitch,
+        })
+        .collect()
+}
+
+/// The generator's notes for bars `bars`, each with its absolute start beat.
+fn intended_notes(
+    settings: GenSettings,
+    meter: Meter,
+    bars: std::ops::Range<i64>,
+) -> Vec<(f64, melodist::music::BeatNote)> {
     let mut g = embedded_markov();
     let mut phrases: BTreeMap<i64, Vec<Vec<melodist::music::BeatNote>>> = BTreeMap::new();
     let mut out = Vec::new();
@@ -146,44 +161,18 @@ fn intended(settings: GenSettings, meter: Meter, bars: std::ops::Range<i64>) -> 
         });
         let start = bar as f64 * meter.beats_per_bar();
         for n in &phrase[bar.rem_euclid(PHRASE_BARS as i64) as usize] {
-            out.push(Heard {
-                beat: start + n.start,
-                pitch: n.pitch,
-            });
+            out.push((start + n.start, *n));
         }
     }
     out
 }
 
-/// Every intended note of bars `bars` as (start beat, end beat, pitch).
+/// Every intended note of bars `bars` (4/4) as (start beat, end beat, pitch).
 fn intended_spans(settings: GenSettings, bars: std::ops::Range<i64>) -> Vec<(f64, f64, u8)> {
-    let mut g = embedded_markov();
-    let mut out = Vec::new();
-    let phrases =
-        bars.start.div_euclid(PHRASE_BARS as i64)..=(bars.end - 1).div_euclid(PHRASE_BARS as i64);
-    for p in phrases {
-        let phrase = render_phrase(
-            g.as_mut() as &mut dyn Generator,
-            &PhraseRequest {
-                settings,
-                meter: Meter::new(4, 4),
-                phrase_index: p,
-                bars: PHRASE_BARS,
-                context: &[],
-            },
-        );
-        for (i, bar) in phrase.iter().enumerate() {
-            let index = p * PHRASE_BARS as i64 + i as i64;
-            if bars.contains(&index) {
-                let start = index as f64 * 4.0;
-                out.extend(
-                    bar.iter()
-                        .map(|n| (start + n.start, start + n.start + n.duration, n.pitch)),
-                );
-            }
-        }
-    }
-    out
+    intended_notes(settings, Meter::new(4, 4), bars)
+        .into_iter()
+        .map(|(beat, n)| (beat, beat + n.duration, n.pitch))
+        .collect()
 }
 
 /// What playback from `start` to `end` must play: the notes starting in that span, plus a
