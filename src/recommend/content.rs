@@ -78,19 +78,15 @@ struct Taste {
 }
 
 impl ContentBased {
-    pub(super) fn evidence(&self) -> &Evidence {
-        &self.ev
-    }
-
-    fn taste(&self, ctx: &Context) -> Option<Taste> {
+    fn taste(ev: &Evidence, ctx: &Context) -> Option<Taste> {
         let mut taste = Taste {
             tags: [0.0; 64],
             norm: 0.0,
             energy: 0.0,
         };
         let mut total = 0.0;
-        for (i, w) in self.ev.profile(ctx) {
-            let item = &self.ev.catalogue.items[i as usize];
+        for (i, w) in ev.profile(ctx) {
+            let item = &ev.catalogue.items[i as usize];
             for (b, t) in taste.tags.iter_mut().enumerate() {
                 if item.tags & (1 << b) != 0 {
                     *t += w;
@@ -115,10 +111,12 @@ impl ContentBased {
 
     fn taste_match(taste: &Taste, item: &Item) -> f32 {
         let n = item.tags.count_ones();
-        let dot: f32 = (0..64)
-            .filter(|b| item.tags & (1 << b) != 0)
-            .map(|b| taste.tags[b])
-            .sum();
+        let mut dot = 0.0f32;
+        let mut bits = item.tags;
+        while bits != 0 {
+            dot += taste.tags[bits.trailing_zeros() as usize];
+            bits &= bits - 1;
+        }
         let tags = if n == 0 {
             0.0
         } else {
@@ -136,9 +134,19 @@ impl Recommender for ContentBased {
     evidence_backed!();
 
     fn score(&self, ctx: &Context) -> Scores {
-        let taste = self.taste(ctx);
-        let values = self
-            .ev
+        self.score_with(&self.ev, ctx)
+    }
+
+    fn reason(&self, ctx: &Context, _scores: &Scores, item: u16) -> String {
+        self.reason_with(&self.ev, ctx, item)
+    }
+}
+
+impl ContentBased {
+    /// Scores against `ev` (the hybrid's shared evidence, or this recommender's own).
+    pub(super) fn score_with(&self, ev: &Evidence, ctx: &Context) -> Scores {
+        let taste = Self::taste(ev, ctx);
+        let values = ev
             .catalogue
             .items
             .iter()
@@ -153,8 +161,8 @@ impl Recommender for ContentBased {
         }
     }
 
-    fn reason(&self, ctx: &Context, _scores: &Scores, item: u16) -> String {
-        let it = &self.ev.catalogue.items[item as usize];
+    pub(super) fn reason_with(&self, ev: &Evidence, ctx: &Context, item: u16) -> String {
+        let it = &ev.catalogue.items[item as usize];
         let mut fits = Vec::new();
         if let Some(t) = ctx.tempo {
             let (lo, hi) = it.tempo;
@@ -178,7 +186,7 @@ impl Recommender for ContentBased {
         } else {
             format!("{}: {}", it.name, fits.join(", "))
         };
-        if let Some(taste) = self.taste(ctx) {
+        if let Some(taste) = Self::taste(ev, ctx) {
             let mut shared: Vec<(f32, u32)> = (0..64)
                 .filter(|b| it.tags & (1 << b) != 0 && taste.tags[*b as usize] > 0.0)
                 .map(|b| (taste.tags[b as usize], b))
@@ -188,11 +196,9 @@ impl Recommender for ContentBased {
             if !shared.is_empty() {
                 let bits = shared.iter().fold(0u64, |m, (_, b)| m | (1 << b));
                 // Distinct sessions: one with two such presets counts once.
-                let items = &self.ev.catalogue.items;
-                let sessions = self
-                    .ev
-                    .sessions_where(ctx, |i| items[i as usize].tags & bits != 0);
-                let names = self.ev.catalogue.tag_names(bits).join(", ");
+                let items = &ev.catalogue.items;
+                let sessions = ev.sessions_where(ctx, |i| items[i as usize].tags & bits != 0);
+                let names = ev.catalogue.tag_names(bits).join(", ");
                 if sessions > 0 {
                     text += &format!(
                         "; matches your taste for {names} (presets like that worked in {sessions} of your sessions)"

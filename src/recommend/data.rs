@@ -161,6 +161,9 @@ impl Context {
 /// One session, indexed.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
+    /// The session's id in its source (database row id or file order): with the start
+    /// time, what breaks ties between otherwise equal sessions, wherever the row sits.
+    pub id: i64,
     pub producer: u32,
     pub context: SessionContext,
     /// Net feedback per preset (see [`EventKind::weight`]); > 0 means it worked.
@@ -231,6 +234,7 @@ impl Dataset {
                 }
             }
             sessions.push(SessionRow {
+                id: s.session,
                 producer,
                 context: s.context,
                 items,

@@ -1,11 +1,16 @@
 //! What every recommender knows about the history: per-producer preset statistics,
 //! popularity and the sessions themselves, kept current by online updates. Explanations
 //! quote these numbers, so they are exact counts, not model internals.
+//!
+//! It also keeps the aggregates that make one ranking cheap however long the history is,
+//! each updated in place by [`Evidence::update`] exactly as a refit would build it:
+//! co-occurrence counts (item-cf), positive counts per distinct context (context
+//! popularity) and a compact per-session row for the session-kNN scan.
 
 use super::data::{Catalogue, Context, Dataset, Feedback, SessionRow, add_signal, signal_bit};
-use crate::music::Key;
-use crate::sessions::EventKind;
-use std::collections::HashMap;
+use crate::music::{Key, Meter};
+use crate::sessions::{EventKind, SessionContext};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A producer's record with one preset.
@@ -33,6 +38,39 @@ pub struct SessionChange {
     pub after: Vec<u16>,
 }
 
+/// What context popularity needs of a session's context: tempo (exact), meter, and the
+/// key's scale. Ordered so sums over groups run in the same order however they were built.
+pub(super) type ContextKey = (u32, u8, u8, u8);
+
+pub(super) fn context_key(c: &SessionContext) -> ContextKey {
+    (
+        c.tempo.to_bits(),
+        c.meter.numerator,
+        c.meter.denominator,
+        c.key.map_or(0, |k| k.scale as u8 + 1),
+    )
+}
+
+/// How many positives a [`KnnRow`] holds inline; longer sessions are read from the row.
+pub(super) const INLINE: usize = 6;
+
+/// One session as the session-kNN scan reads it: contiguous, no pointers to chase.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KnnRow {
+    /// Index into [`Evidence::tempos`].
+    pub tempo: u32,
+    pub meter: Meter,
+    pub key: Option<Key>,
+    /// `exp(density)` and `exp(-density)`, so `exp(-|d - density|)` is one product.
+    pub density: Option<(f32, f32)>,
+    pub producer: u32,
+    /// Number of presets that worked (0: the session is no one's neighbour).
+    pub len: u32,
+    pub sqrt_len: f32,
+    /// The first [`INLINE`] of them.
+    pub positives: [u16; INLINE],
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Evidence {
     pub catalogue: Arc<Catalogue>,
@@ -43,6 +81,15 @@ pub struct Evidence {
     pub history: Vec<HashMap<u16, ItemStats>>,
     /// Per producer: their session rows, oldest first.
     pub rows_of: Vec<Vec<u32>>,
+    /// Per item: (other item, sessions where both worked), sorted by item, no zeros.
+    pub(super) together: Vec<Vec<(u16, f32)>>,
+    /// Per distinct context: (item, sessions in that context where it worked), sorted.
+    pub(super) by_context: BTreeMap<ContextKey, Vec<(u16, f32)>>,
+    /// Per session row: what the session-kNN scan needs.
+    pub(super) knn: Vec<KnnRow>,
+    /// Distinct session tempos ([`KnnRow::tempo`] indexes this).
+    pub(super) tempos: Vec<f32>,
+    tempo_index: HashMap<u32, u32>,
     producer_index: HashMap<String, u32>,
     /// The session each producer's online feedback currently goes to: (session id, row).
     open: HashMap<u32, (i64, usize)>,
@@ -52,14 +99,33 @@ fn clip(w: f32) -> f32 {
     w.clamp(-2.0, 3.0)
 }
 
+/// Adds `delta` to `item`'s count in a sorted sparse list, dropping counts that reach zero.
+fn bump_sparse(list: &mut Vec<(u16, f32)>, item: u16, delta: f32) {
+    match list.binary_search_by_key(&item, |(i, _)| *i) {
+        Ok(at) => {
+            list[at].1 += delta;
+            if list[at].1 == 0.0 {
+                list.remove(at);
+            }
+        }
+        Err(at) => list.insert(at, (item, delta)),
+    }
+}
+
 impl Evidence {
     pub fn build(data: &Dataset) -> Evidence {
+        let n = data.catalogue.len();
         let mut ev = Evidence {
             catalogue: data.catalogue.clone(),
             sessions: data.sessions.clone(),
-            popularity: vec![0.0; data.catalogue.len()],
+            popularity: vec![0.0; n],
             history: vec![HashMap::new(); data.producers.len()],
             rows_of: vec![Vec::new(); data.producers.len()],
+            together: vec![Vec::new(); n],
+            by_context: BTreeMap::new(),
+            knn: Vec::with_capacity(data.sessions.len()),
+            tempos: Vec::new(),
+            tempo_index: HashMap::new(),
             producer_index: data
                 .producers
                 .iter()
@@ -71,8 +137,46 @@ impl Evidence {
         for row in 0..ev.sessions.len() {
             ev.rows_of[ev.sessions[row].producer as usize].push(row as u32);
             ev.apply(row, 1);
+            let k = ev.knn_row(row);
+            ev.knn.push(k);
         }
         ev
+    }
+
+    /// The compact row of session `row` (registering its tempo).
+    fn knn_row(&mut self, row: usize) -> KnnRow {
+        let s = &self.sessions[row];
+        let bits = s.context.tempo.to_bits();
+        let tempo = match self.tempo_index.get(&bits) {
+            Some(&t) => t,
+            None => {
+                self.tempos.push(s.context.tempo);
+                let t = self.tempos.len() as u32 - 1;
+                self.tempo_index.insert(bits, t);
+                t
+            }
+        };
+        let mut positives = [0u16; INLINE];
+        let mut len = 0u32;
+        for i in s.positives() {
+            if (len as usize) < INLINE {
+                positives[len as usize] = i;
+            }
+            len += 1;
+        }
+        KnnRow {
+            tempo,
+            meter: s.context.meter,
+            key: s.context.key,
+            density: s
+                .context
+                .input_density
+                .map(super::session_knn::density_exps),
+            producer: s.producer,
+            len,
+            sqrt_len: (len as f32).sqrt(),
+            positives,
+        }
     }
 
     /// Adds (`sign` = 1) or removes (-1) one session's contribution. Tempo ranges only grow:
@@ -86,12 +190,14 @@ impl Evidence {
             ..
         } = self.sessions[row];
         let history = &mut self.history[producer as usize];
+        let mut positives: Vec<u16> = Vec::new();
         for &(item, w) in items {
             let w = clip(w);
             let stats = history.entry(item).or_default();
             stats.weight += sign as f32 * w;
             let bump = |n: &mut u32| *n = n.saturating_add_signed(sign);
             if w > 0.0 {
+                positives.push(item);
                 bump(&mut stats.good_sessions);
                 let bits = signals
                     .iter()
@@ -127,6 +233,31 @@ impl Evidence {
                 bump(&mut stats.bad_sessions);
             }
         }
+        if positives.is_empty() {
+            return;
+        }
+        let delta = sign as f32;
+        for (a, &i) in positives.iter().enumerate() {
+            for &j in &positives[a + 1..] {
+                bump_sparse(&mut self.together[i as usize], j, delta);
+                bump_sparse(&mut self.together[j as usize], i, delta);
+            }
+        }
+        let key = context_key(&context);
+        let group = self.by_context.entry(key).or_default();
+        for &i in &positives {
+            bump_sparse(group, i, delta);
+        }
+        if group.is_empty() {
+            self.by_context.remove(&key);
+        }
+    }
+
+    /// Sessions in which both `i` and `j` worked.
+    pub fn together(&self, i: u16, j: u16) -> f32 {
+        let row = &self.together[i as usize];
+        row.binary_search_by_key(&j, |(k, _)| *k)
+            .map_or(0.0, |at| row[at].1)
     }
 
     /// Records one feedback event in the producer's open session (a new session id opens a
@@ -150,6 +281,7 @@ impl Evidence {
             Some(&(id, row)) if id == fb.session => row,
             _ => {
                 self.sessions.push(SessionRow {
+                    id: fb.session,
                     producer,
                     context: fb.context,
                     items: Vec::new(),
@@ -157,6 +289,8 @@ impl Evidence {
                     started_at_ms: fb.at_ms,
                 });
                 self.rows_of[producer as usize].push(self.sessions.len() as u32 - 1);
+                let k = self.knn_row(self.sessions.len() - 1);
+                self.knn.push(k);
                 self.open
                     .insert(producer, (fb.session, self.sessions.len() - 1));
                 self.sessions.len() - 1
@@ -176,6 +310,7 @@ impl Evidence {
             signal_bit(fb.kind, fb.seconds),
         );
         self.apply(row, 1);
+        self.knn[row] = self.knn_row(row);
         let after = self.sessions[row].positives().collect();
         Some(SessionChange { before, after })
     }

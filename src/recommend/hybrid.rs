@@ -4,6 +4,7 @@
 //! collaborative parts have nothing to say, so cold start uses content + popularity only.
 
 use super::data::{Catalogue, Context, Dataset, Feedback};
+use super::evidence::Evidence;
 use super::{
     ContentBased, ContextPopularity, ItemCf, Popularity, RecentPersonal, Recommender, Scores,
     SessionKnn,
@@ -90,15 +91,16 @@ impl std::fmt::Display for HybridWeights {
     }
 }
 
+/// The components share one [`Evidence`]: fitted once, updated once per event. The
+/// component structs only carry their parameters here.
 #[derive(Debug, Clone, Default)]
 pub struct Hybrid {
     pub weights: HybridWeights,
+    ev: Evidence,
     item_cf: ItemCf,
     session_knn: SessionKnn,
     content: ContentBased,
-    popularity: Popularity,
     personal: RecentPersonal,
-    context_pop: ContextPopularity,
 }
 
 impl Hybrid {
@@ -109,26 +111,30 @@ impl Hybrid {
         }
     }
 
-    fn components(&self) -> [&dyn Recommender; 6] {
-        [
-            &self.item_cf,
-            &self.session_knn,
-            &self.content,
-            &self.popularity,
-            &self.personal,
-            &self.context_pop,
-        ]
+    /// Component `k`'s raw scores ([`HybridWeights`] order).
+    fn part(&self, k: usize, ctx: &Context) -> Scores {
+        let ev = &self.ev;
+        match k {
+            0 => self.item_cf.score_with(ev, ctx),
+            1 => self.session_knn.score_with(ev, ctx),
+            2 => self.content.score_with(ev, ctx),
+            3 => Popularity::score_with(ev, ctx),
+            4 => self.personal.score_with(ev, ctx),
+            _ => ContextPopularity::score_with(ev, ctx),
+        }
     }
 
-    fn components_mut(&mut self) -> [&mut dyn Recommender; 6] {
-        [
-            &mut self.item_cf,
-            &mut self.session_knn,
-            &mut self.content,
-            &mut self.popularity,
-            &mut self.personal,
-            &mut self.context_pop,
-        ]
+    /// Component `k`'s explanation of `item`.
+    fn part_reason(&self, k: usize, ctx: &Context, scores: &Scores, item: u16) -> String {
+        let ev = &self.ev;
+        match k {
+            0 => self.item_cf.reason_with(ev, ctx, item),
+            1 => self.session_knn.reason_with(ev, ctx, scores, item),
+            2 => self.content.reason_with(ev, ctx, item),
+            3 => Popularity::reason_with(ev, item),
+            4 => RecentPersonal::reason_with(ev, ctx, item),
+            _ => ContextPopularity::reason_with(ev, ctx, item),
+        }
     }
 
     /// Each component's scores, min-max normalised, in [`HybridWeights`] order.
@@ -140,17 +146,15 @@ impl Hybrid {
     fn parts_weighted(&self, ctx: &Context, weights: Option<HybridWeights>) -> Vec<Scores> {
         let w = weights.map(|w| w.as_array());
         let n = self.catalogue().len();
-        self.components()
-            .iter()
-            .enumerate()
-            .map(|(k, c)| {
+        (0..6)
+            .map(|k| {
                 if w.is_some_and(|w| w[k] == 0.0) {
                     return Scores {
                         values: vec![0.0; n],
                         ..Scores::default()
                     };
                 }
-                let mut s = c.score(ctx);
+                let mut s = self.part(k, ctx);
                 normalise(&mut s.values);
                 s
             })
@@ -159,12 +163,12 @@ impl Hybrid {
 
     /// The producer's sessions: (all, those where some preset worked).
     pub fn session_counts(&self, ctx: &Context) -> (usize, usize) {
-        self.content.evidence().session_counts(ctx)
+        self.ev.session_counts(ctx)
     }
 
     /// The weights used for this context: [`HybridWeights::COLD_START`] without history.
     pub fn weights_for(&self, ctx: &Context) -> HybridWeights {
-        if self.content.evidence().is_cold(ctx) {
+        if self.ev.is_cold(ctx) {
             HybridWeights::COLD_START
         } else {
             self.weights
@@ -201,19 +205,15 @@ impl Recommender for Hybrid {
     }
 
     fn fit(&mut self, data: &Dataset) {
-        for c in self.components_mut() {
-            c.fit(data);
-        }
+        self.ev = Evidence::build(data);
     }
 
     fn update(&mut self, feedback: &Feedback) {
-        for c in self.components_mut() {
-            c.update(feedback);
-        }
+        self.ev.update(feedback);
     }
 
     fn catalogue(&self) -> &Catalogue {
-        self.popularity.catalogue()
+        &self.ev.catalogue
     }
 
     fn score(&self, ctx: &Context) -> Scores {
@@ -241,6 +241,6 @@ impl Recommender for Hybrid {
                     .then(b.cmp(&a))
             })
             .unwrap_or(2);
-        self.components()[best].reason(ctx, &scores.parts[best], item)
+        self.part_reason(best, ctx, &scores.parts[best], item)
     }
 }

@@ -18,18 +18,28 @@ impl Recommender for Popularity {
 
     evidence_backed!();
 
-    fn score(&self, _ctx: &Context) -> Scores {
+    fn score(&self, ctx: &Context) -> Scores {
+        Self::score_with(&self.ev, ctx)
+    }
+
+    fn reason(&self, _ctx: &Context, _scores: &Scores, item: u16) -> String {
+        Self::reason_with(&self.ev, item)
+    }
+}
+
+impl Popularity {
+    pub(super) fn score_with(ev: &Evidence, _ctx: &Context) -> Scores {
         Scores {
-            values: self.ev.popularity.clone(),
+            values: ev.popularity.clone(),
             ..Scores::default()
         }
     }
 
-    fn reason(&self, _ctx: &Context, _scores: &Scores, item: u16) -> String {
-        let n = self.ev.popularity[item as usize];
+    pub(super) fn reason_with(ev: &Evidence, item: u16) -> String {
+        let n = ev.popularity[item as usize];
         format!(
             "{} worked in {} so far, more than most presets",
-            self.catalogue().name(item),
+            ev.catalogue.name(item),
             sessions(n)
         )
     }
@@ -181,12 +191,7 @@ impl Recommender for RecentPersonal {
     evidence_backed!();
 
     fn score(&self, ctx: &Context) -> Scores {
-        let mut values = personal_counts(&self.ev, ctx, Some(self.half_life));
-        break_ties(&mut values, &self.ev);
-        Scores {
-            values,
-            ..Scores::default()
-        }
+        self.score_with(&self.ev, ctx)
     }
 
     fn reason(&self, ctx: &Context, _scores: &Scores, item: u16) -> String {
@@ -194,17 +199,46 @@ impl Recommender for RecentPersonal {
     }
 }
 
+impl RecentPersonal {
+    pub(super) fn score_with(&self, ev: &Evidence, ctx: &Context) -> Scores {
+        let mut values = personal_counts(ev, ctx, Some(self.half_life));
+        break_ties(&mut values, ev);
+        Scores {
+            values,
+            ..Scores::default()
+        }
+    }
+
+    pub(super) fn reason_with(ev: &Evidence, ctx: &Context, item: u16) -> String {
+        personal_reason(ev, ctx, item)
+    }
+}
+
 /// How alike two session contexts are, 0..=1: tempo (±10 BPM scale), meter, key mode.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn context_similarity(ctx: &Context, s: &crate::sessions::SessionContext) -> f32 {
-    let tempo = ctx
-        .tempo
-        .map_or(1.0, |t| (-(t - s.tempo).abs() / 10.0).exp());
+    let (tempo, num, den, scale) = super::evidence::context_key(s);
+    group_similarity(
+        ctx,
+        f32::from_bits(tempo),
+        crate::music::Meter {
+            numerator: num,
+            denominator: den,
+        },
+        scale,
+    )
+}
+
+/// [`context_similarity`] of a session context given as its tempo, meter and scale code
+/// (0: no key, else `Scale as u8 + 1`).
+fn group_similarity(ctx: &Context, tempo: f32, meter: crate::music::Meter, scale: u8) -> f32 {
+    let tempo = ctx.tempo.map_or(1.0, |t| (-(t - tempo).abs() / 10.0).exp());
     let meter = match ctx.meter {
-        Some(m) if m != s.meter => 0.2,
+        Some(m) if m != meter => 0.2,
         _ => 1.0,
     };
-    let key = match (ctx.key, s.key) {
-        (Some(a), Some(b)) if a.scale != b.scale => 0.5,
+    let key = match ctx.key {
+        Some(a) if scale != 0 && a.scale as u8 + 1 != scale => 0.5,
         _ => 1.0,
     };
     tempo * meter * key
@@ -224,35 +258,104 @@ impl Recommender for ContextPopularity {
     evidence_backed!();
 
     fn score(&self, ctx: &Context) -> Scores {
-        let mut values = vec![0.0; self.ev.catalogue.len()];
-        for s in &self.ev.sessions {
-            let sim = context_similarity(ctx, &s.context);
+        Self::score_with(&self.ev, ctx)
+    }
+
+    fn reason(&self, ctx: &Context, _scores: &Scores, item: u16) -> String {
+        Self::reason_with(&self.ev, ctx, item)
+    }
+}
+
+impl ContextPopularity {
+    /// The similarity of every distinct context (tempo, meter, scale) in the history, with
+    /// its positive counts: one exponential per context rather than per session.
+    fn groups<'a>(
+        ev: &'a Evidence,
+        ctx: &'a Context,
+    ) -> impl Iterator<Item = (f32, &'a [(u16, f32)])> + 'a {
+        ev.by_context
+            .iter()
+            .map(move |(&(tempo, num, den, scale), counts)| {
+                let meter = crate::music::Meter {
+                    numerator: num,
+                    denominator: den,
+                };
+                let sim = group_similarity(ctx, f32::from_bits(tempo), meter, scale);
+                (sim, counts.as_slice())
+            })
+    }
+
+    pub(super) fn score_with(ev: &Evidence, ctx: &Context) -> Scores {
+        let mut values = vec![0.0; ev.catalogue.len()];
+        for (sim, counts) in Self::groups(ev, ctx) {
             if sim > 1e-3 {
-                for i in s.positives() {
-                    values[i as usize] += sim;
+                for &(i, n) in counts {
+                    values[i as usize] += sim * n;
                 }
             }
         }
-        break_ties(&mut values, &self.ev);
+        break_ties(&mut values, ev);
         Scores {
             values,
             ..Scores::default()
         }
     }
 
-    fn reason(&self, ctx: &Context, _scores: &Scores, item: u16) -> String {
-        let n = self
-            .ev
-            .sessions
-            .iter()
-            .filter(|s| {
-                context_similarity(ctx, &s.context) >= 0.5 && s.positives().any(|i| i == item)
+    pub(super) fn reason_with(ev: &Evidence, ctx: &Context, item: u16) -> String {
+        let n: f32 = Self::groups(ev, ctx)
+            .filter(|(sim, _)| *sim >= 0.5)
+            .filter_map(|(_, counts)| {
+                counts
+                    .binary_search_by_key(&item, |(i, _)| *i)
+                    .ok()
+                    .map(|at| counts[at].1)
             })
-            .count();
+            .sum();
         format!(
             "{} worked in {} with a similar tempo, meter and key",
-            self.ev.catalogue.name(item),
-            sessions(n as f32)
+            ev.catalogue.name(item),
+            sessions(n)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recommend::sim::{self, SimConfig};
+    use crate::recommend::{Catalogue, Dataset};
+
+    /// Counting per distinct context gives what summing the definition over every session
+    /// gives.
+    #[test]
+    fn grouped_context_popularity_matches_the_definition() {
+        let world = sim::simulate(&SimConfig {
+            producers: 40,
+            max_sessions: 60,
+            ..SimConfig::default()
+        });
+        let data = Dataset::new(&world.log, Catalogue::from_presets(&world.presets));
+        let mut cp = ContextPopularity::default();
+        cp.fit(&data);
+        for s in world.log.sessions.iter().step_by(41) {
+            let mut ctx = Context::from_session(&s.producer, &s.context);
+            if s.session % 2 == 0 {
+                ctx.key = None;
+            }
+            let mut want = vec![0.0f32; cp.ev.catalogue.len()];
+            for row in &cp.ev.sessions {
+                let sim = context_similarity(&ctx, &row.context);
+                if sim > 1e-3 {
+                    for i in row.positives() {
+                        want[i as usize] += sim;
+                    }
+                }
+            }
+            break_ties(&mut want, &cp.ev);
+            let got = cp.score(&ctx).values;
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{g} vs {w}");
+            }
+        }
     }
 }

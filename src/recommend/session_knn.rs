@@ -3,7 +3,7 @@
 //! them, weighted by similarity.
 
 use super::data::{Catalogue, Context, Dataset, Feedback};
-use super::evidence::{Evidence, key_name, tempo_range};
+use super::evidence::{Evidence, INLINE, KnnRow, key_name, tempo_range};
 use super::{Recommender, Scores};
 use crate::sessions::SessionContext;
 
@@ -26,7 +26,9 @@ impl Default for SessionKnn {
     }
 }
 
-/// Similarity of the musical situation, 0..=1 over the facts known on both sides.
+/// Similarity of the musical situation, 0..=1 over the facts known on both sides (the
+/// definition; rankings compute it from compact rows, see `Query::similarity`).
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn context_similarity(ctx: &Context, s: &SessionContext) -> f32 {
     let (mut sim, mut total) = (0.0, 0.0);
     if let Some(t) = ctx.tempo {
@@ -49,6 +51,166 @@ pub fn context_similarity(ctx: &Context, s: &SessionContext) -> f32 {
     if total > 0.0 { sim / total } else { 0.0 }
 }
 
+/// `(exp(d), exp(-d))` of a notes-per-beat density (clamped so neither overflows).
+pub(super) fn density_exps(d: f32) -> (f32, f32) {
+    let d = d.clamp(-40.0, 40.0);
+    (d.exp(), (-d).exp())
+}
+
+/// The query side of [`context_similarity`], computed once per ranking: the tempo term of
+/// every distinct session tempo, and `exp(±density)`.
+struct Query {
+    tempo_terms: Vec<f32>,
+    has_tempo: bool,
+    meter: Option<crate::music::Meter>,
+    key: Option<crate::music::Key>,
+    density: Option<(f32, f32)>,
+}
+
+impl Query {
+    fn new(ev: &Evidence, ctx: &Context) -> Query {
+        Query {
+            tempo_terms: ctx.tempo.map_or_else(Vec::new, |t| {
+                ev.tempos
+                    .iter()
+                    .map(|s| (-((t - s) / 10.0).powi(2)).exp())
+                    .collect()
+            }),
+            has_tempo: ctx.tempo.is_some(),
+            meter: ctx.meter,
+            key: ctx.key,
+            density: ctx.input_density.map(density_exps),
+        }
+    }
+
+    /// [`context_similarity`] of a compact row; `exp(-|d - sd|)` is `exp(-d) exp(sd)` below
+    /// `d` and `exp(d) exp(-sd)` above, so no exponential is taken per session.
+    #[inline]
+    fn similarity(&self, row: &KnnRow) -> f32 {
+        let (mut sim, mut total) = (0.0, 0.0);
+        if self.has_tempo {
+            total += 1.0;
+            sim += self.tempo_terms[row.tempo as usize];
+        }
+        if let Some(m) = self.meter {
+            total += 1.0;
+            sim += (m == row.meter) as u8 as f32;
+        }
+        if let (Some(k), Some(sk)) = (self.key, row.key) {
+            total += 1.0;
+            sim += 0.5 * (k.scale.is_minor() == sk.scale.is_minor()) as u8 as f32
+                + 0.5 * (k.tonic == sk.tonic) as u8 as f32;
+        }
+        if let (Some((e, inv)), Some((se, sinv))) = (self.density, row.density) {
+            total += 0.5;
+            // sd <= d exactly when exp(sd) <= exp(d).
+            let near = if se <= e { inv * se } else { e * sinv };
+            sim += 0.5 * near;
+        }
+        if total > 0.0 { sim / total } else { 0.0 }
+    }
+}
+
+impl SessionKnn {
+    /// Whether neighbour `a` ranks before `b`: higher similarity, then the more recent
+    /// session, then the higher id — an order that does not depend on where rows sit, so an
+    /// online update picks the same neighbours as a refit.
+    fn before(ev: &Evidence, a: (u32, f32), b: (u32, f32)) -> bool {
+        match a.1.total_cmp(&b.1) {
+            std::cmp::Ordering::Equal => {
+                let (sa, sb) = (&ev.sessions[a.0 as usize], &ev.sessions[b.0 as usize]);
+                (sa.started_at_ms, sa.id) > (sb.started_at_ms, sb.id)
+            }
+            o => o.is_gt(),
+        }
+    }
+
+    /// Scores against `ev` (the hybrid's shared evidence, or this recommender's own): one
+    /// pass over the compact rows keeping the best `neighbours` in a small buffer.
+    pub(super) fn score_with(&self, ev: &Evidence, ctx: &Context) -> Scores {
+        let n = ev.catalogue.len();
+        let mut profile = vec![0.0f32; n];
+        for (i, w) in ev.profile(ctx) {
+            profile[i as usize] = w;
+        }
+        let norm = profile.iter().map(|w| w * w).sum::<f32>().sqrt().max(1e-6);
+        let me = ev.producer(&ctx.producer);
+        let query = Query::new(ev, ctx);
+        let k = self.neighbours;
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+        // The worst kept neighbour once `best` is full: anything below it is skipped.
+        let mut worst: Option<(usize, f32)> = None;
+        for (r, row) in ev.knn.iter().enumerate() {
+            if row.len == 0 || k == 0 {
+                continue;
+            }
+            let dot: f32 = if row.len as usize <= INLINE {
+                row.positives[..row.len as usize]
+                    .iter()
+                    .map(|&i| profile[i as usize])
+                    .sum()
+            } else {
+                ev.sessions[r]
+                    .positives()
+                    .map(|i| profile[i as usize])
+                    .sum()
+            };
+            let overlap = dot / (norm * row.sqrt_len);
+            let own = if Some(row.producer) == me {
+                self.own_bonus
+            } else {
+                0.0
+            };
+            let sim = query.similarity(row) + overlap + own;
+            let cand = (r as u32, sim);
+            match worst {
+                Some((_, w)) if sim < w => continue,
+                Some((at, _)) => {
+                    if !Self::before(ev, cand, best[at]) {
+                        continue;
+                    }
+                    best[at] = cand;
+                }
+                None => best.push(cand),
+            }
+            if best.len() == k {
+                let at = (0..k)
+                    .reduce(|a, b| {
+                        if Self::before(ev, best[a], best[b]) {
+                            b
+                        } else {
+                            a
+                        }
+                    })
+                    .expect("k > 0");
+                worst = Some((at, best[at].1));
+            }
+        }
+        best.sort_unstable_by(|&a, &b| {
+            if Self::before(ev, a, b) {
+                std::cmp::Ordering::Less
+            } else if Self::before(ev, b, a) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        let mut values = vec![0.0; n];
+        for &(r, sim) in &best {
+            for &(i, w) in &ev.sessions[r as usize].items {
+                if w > 0.0 {
+                    values[i as usize] += sim * w.min(3.0) / 3.0;
+                }
+            }
+        }
+        Scores {
+            values,
+            neighbours: best,
+            parts: Vec::new(),
+        }
+    }
+}
+
 impl Recommender for SessionKnn {
     fn name(&self) -> &'static str {
         "session-knn"
@@ -57,63 +219,28 @@ impl Recommender for SessionKnn {
     evidence_backed!();
 
     fn score(&self, ctx: &Context) -> Scores {
-        let n = self.ev.catalogue.len();
-        let mut profile = vec![0.0f32; n];
-        for (i, w) in self.ev.profile(ctx) {
-            profile[i as usize] = w;
-        }
-        let norm = profile.iter().map(|w| w * w).sum::<f32>().sqrt().max(1e-6);
-        let me = self.ev.producer(&ctx.producer);
-        let mut candidates: Vec<(u32, f32)> = Vec::with_capacity(self.ev.sessions.len());
-        for (r, s) in self.ev.sessions.iter().enumerate() {
-            let (mut dot, mut len) = (0.0, 0u32);
-            for (i, w) in &s.items {
-                if *w > 0.0 {
-                    dot += profile[*i as usize];
-                    len += 1;
-                }
-            }
-            if len == 0 {
-                continue;
-            }
-            let overlap = dot / (norm * (len as f32).sqrt());
-            let own = if Some(s.producer) == me {
-                self.own_bonus
-            } else {
-                0.0
-            };
-            candidates.push((
-                r as u32,
-                context_similarity(ctx, &s.context) + overlap + own,
-            ));
-        }
-        let k = self.neighbours.min(candidates.len());
-        if k > 0 && k < candidates.len() {
-            candidates.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
-            candidates.truncate(k);
-        }
-        let mut values = vec![0.0; n];
-        for &(r, sim) in &candidates {
-            for &(i, w) in &self.ev.sessions[r as usize].items {
-                if w > 0.0 {
-                    values[i as usize] += sim * w.min(3.0) / 3.0;
-                }
-            }
-        }
-        Scores {
-            values,
-            neighbours: candidates,
-            parts: Vec::new(),
-        }
+        self.score_with(&self.ev, ctx)
     }
 
     fn reason(&self, ctx: &Context, scores: &Scores, item: u16) -> String {
-        let me = self.ev.producer(&ctx.producer);
-        let name = self.catalogue().name(item);
+        self.reason_with(&self.ev, ctx, scores, item)
+    }
+}
+
+impl SessionKnn {
+    pub(super) fn reason_with(
+        &self,
+        ev: &Evidence,
+        ctx: &Context,
+        scores: &Scores,
+        item: u16,
+    ) -> String {
+        let me = ev.producer(&ctx.producer);
+        let name = ev.catalogue.name(item);
         let worked: Vec<_> = scores
             .neighbours
             .iter()
-            .map(|&(r, _)| &self.ev.sessions[r as usize])
+            .map(|&(r, _)| &ev.sessions[r as usize])
             .filter(|s| s.items.iter().any(|&(i, w)| i == item && w > 0.0))
             .collect();
         if worked.is_empty() {
@@ -151,5 +278,69 @@ impl Recommender for SessionKnn {
             scores.neighbours.len(),
             tempo_range(lo, hi),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recommend::sim::{self, SimConfig};
+    use crate::recommend::{Catalogue, Dataset};
+
+    /// The scan over compact rows picks the same neighbours, with the same similarities (to
+    /// rounding), as the definition applied to every session.
+    #[test]
+    fn compact_scan_matches_the_definition() {
+        let world = sim::simulate(&SimConfig {
+            producers: 40,
+            max_sessions: 60,
+            ..SimConfig::default()
+        });
+        let data = Dataset::new(&world.log, Catalogue::from_presets(&world.presets));
+        let mut knn = SessionKnn::default();
+        knn.fit(&data);
+        let ev = &knn.ev;
+        for s in world.log.sessions.iter().step_by(37) {
+            let mut ctx = Context::from_session(&s.producer, &s.context);
+            if s.session % 2 == 0 {
+                ctx.input_density = None;
+                ctx.key = None;
+            }
+            let profile: Vec<(u16, f32)> = ev.profile(&ctx);
+            let mut dense = vec![0.0f32; ev.catalogue.len()];
+            for &(i, w) in &profile {
+                dense[i as usize] = w;
+            }
+            let norm = dense.iter().map(|w| w * w).sum::<f32>().sqrt().max(1e-6);
+            let me = ev.producer(&ctx.producer);
+            let mut all: Vec<(u32, f32)> = ev
+                .sessions
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.positives().next().is_some())
+                .map(|(r, row)| {
+                    let len = row.positives().count() as f32;
+                    let dot: f32 = row.positives().map(|i| dense[i as usize]).sum();
+                    let own = if Some(row.producer) == me { 0.5 } else { 0.0 };
+                    let sim =
+                        context_similarity(&ctx, &row.context) + dot / (norm * len.sqrt()) + own;
+                    (r as u32, sim)
+                })
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let got = knn.score(&ctx).neighbours;
+            assert_eq!(got.len(), knn.neighbours);
+            for (g, want) in got.iter().zip(&all) {
+                assert!((g.1 - want.1).abs() < 1e-5, "{g:?} vs {want:?}");
+            }
+            // Every neighbour is at least as similar as every session left out (to rounding).
+            let floor = got.last().unwrap().1;
+            let kept: std::collections::HashSet<u32> = got.iter().map(|g| g.0).collect();
+            for (r, sim) in &all {
+                if !kept.contains(r) {
+                    assert!(*sim <= floor + 1e-5);
+                }
+            }
+        }
     }
 }
