@@ -19,7 +19,7 @@ use melodist::generator::loader::{
 };
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{GenSettings, Generator, PhraseRequest};
-use melodist::model::tokenizer::{Style, cond_tokens};
+use melodist::model::tokenizer::{Onset, Style, cond_tokens};
 use melodist::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE};
 use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use std::hint::black_box;
@@ -74,6 +74,8 @@ fn bench(c: &mut Criterion) {
                     phrase_index: 0,
                     bars: 1,
                     context: &[],
+                    shape: Default::default(),
+                    chords: &[],
                 };
                 g.generate(black_box(&req), &mut SeedRng::new(seed))
             })
@@ -104,7 +106,7 @@ fn bench(c: &mut Criterion) {
                 let mut prev = (60u32, 92u32); // a pitch token, an eighth-note token
                 for i in 0..64u32 {
                     let logits = model
-                        .step(prev.0, prev.1, (i % 48) as u16, &mut state)
+                        .step(prev.0, prev.1, Onset::at(i % 48), &mut state)
                         .unwrap();
                     let pitch = 60 + i % 12;
                     black_box((logits, model.duration_logits(pitch, &state).unwrap()));
@@ -127,7 +129,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut prev = (60u32, 92u32);
             for i in 0..64u32 {
-                black_box(fast.step(prev.0, prev.1, (i % 48) as u16, &mut fast_state));
+                black_box(fast.step(prev.0, prev.1, Onset::at(i % 48), &mut fast_state));
                 let pitch = 60 + i % 12;
                 black_box(fast.duration_logits(pitch, &mut fast_state));
                 prev = (pitch, 90 + i % 4);
@@ -175,7 +177,7 @@ fn candle_us_per_note(g: &NeuralGenerator) -> f64 {
     pool.install(|| {
         per_note_us(|i| {
             let (p, d, pos, next) = note_tokens(i);
-            black_box(model.step(p, d, pos, &mut state).unwrap());
+            black_box(model.step(p, d, Onset::at(pos as u32), &mut state).unwrap());
             black_box(model.duration_logits(next, &state).unwrap());
         })
     })
@@ -191,7 +193,7 @@ fn fast_us_per_note(g: &NeuralGenerator) -> f64 {
     );
     per_note_us(|i| {
         let (p, d, pos, next) = note_tokens(i);
-        black_box(fast.step(p, d, pos, &mut state));
+        black_box(fast.step(p, d, Onset::at(pos as u32), &mut state));
         black_box(fast.duration_logits(next, &mut state));
     })
 }
@@ -212,6 +214,8 @@ fn ms_per_bar(reference: bool) -> f64 {
                 phrase_index: seed as i64,
                 bars: 4,
                 context: &[],
+                shape: Default::default(),
+                chords: &[],
             };
             let mut rng = SeedRng::new(seed);
             black_box(match reference {

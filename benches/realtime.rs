@@ -61,6 +61,8 @@ fn generate_bar(c: &mut Criterion) {
                 phrase_index,
                 bars: PHRASE_BARS,
                 context: &[],
+                shape: Default::default(),
+                chords: &[],
             };
             phrase_index += 1;
             black_box(render_phrase(g.as_mut(), &req))

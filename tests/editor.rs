@@ -319,6 +319,8 @@ fn play_a_generated_session(fx: &Fixture, access: &mut RecordingAccess) {
         phrase_index: 0,
         bars: 4,
         context: &[],
+        shape: Default::default(),
+        chords: &[],
     };
     let mut generator = loader::embedded_markov();
     let mut bars = render_phrase(generator.as_mut(), &request);

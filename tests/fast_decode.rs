@@ -6,7 +6,7 @@ use melodist::generator::loader::{EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_GUARD}
 use melodist::generator::loader::{EMBEDDED_NEURAL_WEIGHTS, LoadedModel, ModelChoice, load_model};
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{ContextNote, GenSettings, Generator, Mode, PhraseRequest};
-use melodist::model::tokenizer::{Style, cond_tokens};
+use melodist::model::tokenizer::{Onset, Style, cond_tokens};
 use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use std::hint::black_box;
 
@@ -32,9 +32,14 @@ fn fast_path_matches_candle_logits_on_the_shipped_weights() {
         let mut worst = 0f32;
         for _ in 0..200 {
             let mut tok = || (rng.next_u64() % vocab) as u32;
-            let (p, d, next, pos) = (tok(), tok(), tok(), (tok() % 48) as u16);
-            let want = model.step(p, d, pos, &mut reference).unwrap();
-            let got = fast.step(p, d, pos, &mut state);
+            let (p, d, next) = (tok(), tok(), tok());
+            let at = Onset {
+                pos: (tok() % 48) as u16,
+                cadence: (tok() % 8) as u8,
+                chord: (tok() * 91 % 4096) as u16,
+            };
+            let want = model.step(p, d, at, &mut reference).unwrap();
+            let got = fast.step(p, d, at, &mut state);
             worst = worst.max(max_diff(got, &want));
             let want = model.duration_logits(next, &reference).unwrap();
             worst = worst.max(max_diff(fast.duration_logits(next, &mut state), &want));
@@ -67,6 +72,8 @@ fn request(seed: u64, mode: Mode, density: f32, context: &[ContextNote]) -> Phra
         phrase_index: seed as i64,
         bars: 4,
         context,
+        shape: Default::default(),
+        chords: &[],
     }
 }
 

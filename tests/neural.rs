@@ -55,6 +55,7 @@ fn toy_corpus() -> Vec<CorpusTune> {
                     key: Some(key),
                     notes,
                 },
+                harmony: vec![],
             }
         })
         .collect()
@@ -87,6 +88,8 @@ fn request(settings: GenSettings, context: &[ContextNote]) -> PhraseRequest<'_> 
         phrase_index: 3,
         bars: 4,
         context,
+        shape: Default::default(),
+        chords: &[],
     }
 }
 

@@ -5,11 +5,12 @@
 
 use melodist::engine::scheduler::BlockControls;
 use melodist::engine::{BlockTransport, OutKind, Quantize, Scheduler, Worker};
+use melodist::generator::form::FormPlayer;
 use melodist::generator::loader::embedded_markov;
-use melodist::generator::{GenSettings, Generator, PHRASE_BARS, PhraseRequest, render_phrase};
+use melodist::generator::{GenSettings, Generator};
 use melodist::music::Meter;
 use proptest::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// A note-on as heard by the test host: absolute beat where it sounded, pitch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,26 +143,14 @@ fn intended_notes(
     meter: Meter,
     bars: std::ops::Range<i64>,
 ) -> Vec<(f64, melodist::music::BeatNote)> {
+    // The worker's path: the form plan, section by section.
     let mut g = embedded_markov();
-    let mut phrases: BTreeMap<i64, Vec<Vec<melodist::music::BeatNote>>> = BTreeMap::new();
+    let mut form = FormPlayer::default();
     let mut out = Vec::new();
     for bar in bars {
-        let p = bar.div_euclid(PHRASE_BARS as i64);
-        let phrase = phrases.entry(p).or_insert_with(|| {
-            render_phrase(
-                g.as_mut() as &mut dyn Generator,
-                &PhraseRequest {
-                    settings,
-                    meter,
-                    phrase_index: p,
-                    bars: PHRASE_BARS,
-                    context: &[],
-                },
-            )
-        });
         let start = bar as f64 * meter.beats_per_bar();
-        for n in &phrase[bar.rem_euclid(PHRASE_BARS as i64) as usize] {
-            out.push((start + n.start, *n));
+        for n in form.bar(g.as_mut(), settings, meter, bar, &[], &[], 0) {
+            out.push((start + n.start, n));
         }
     }
     out

@@ -33,6 +33,14 @@ pub struct Args {
     /// With `--model markov`: score this Markov file instead of the shipped model.
     #[arg(long)]
     pub markov_file: Option<PathBuf>,
+    /// Only files of this voice (`soprano` keeps `*_soprano.mid`): e.g. the chorales'
+    /// melody lines.
+    #[arg(long)]
+    pub voice: Option<String>,
+    /// Hide the other voices' chords from a neural model (what it scores without a
+    /// chord track); compare with and without to see what harmony is worth.
+    #[arg(long)]
+    pub no_chords: bool,
 }
 
 /// The model `--model` (and `--markov-file`) name, loaded before the corpus is read so a
@@ -60,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
             Split::Val => t.is_validation(),
             Split::Train => !t.is_validation(),
         })
+        .filter(|t| args.voice.as_ref().is_none_or(|v| is_voice(t, v)))
         .collect();
     let markov_bits = |model: &MarkovModel| -> Vec<(f32, f32)> {
         chosen
@@ -80,7 +89,13 @@ pub fn run(args: Args) -> Result<()> {
         Some(LoadedModel::Neural(generator)) => {
             let seqs: Vec<_> = chosen
                 .iter()
-                .filter_map(|t| encode(&t.melody, t.style))
+                .filter_map(|t| {
+                    if args.no_chords {
+                        t.encode_without_chords()
+                    } else {
+                        t.encode()
+                    }
+                })
                 .collect();
             note_bits(generator.model(), &seqs)?
         }
@@ -96,4 +111,10 @@ pub fn run(args: Args) -> Result<()> {
         b.duration
     );
     Ok(())
+}
+
+fn is_voice(tune: &CorpusTune, voice: &str) -> bool {
+    tune.path
+        .file_stem()
+        .is_some_and(|s| s.to_string_lossy().ends_with(&format!("_{voice}")))
 }

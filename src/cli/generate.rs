@@ -2,12 +2,15 @@
 //! and settings path the plugin uses (same seed and settings, same notes).
 
 use super::{ranged, unit_interval, widen};
+use crate::generator::form::{FORM_LENGTHS, FormPlayer};
 use crate::generator::loader::{self, ModelChoice};
 use crate::generator::looping::{LOOP_LENGTHS, LoopPlayer};
-use crate::generator::{GenSettings, Generator, Mode, PHRASE_BARS, PhraseRequest, render_phrase};
+use crate::generator::{GenSettings, Generator, Mode};
 use crate::limits;
 use crate::midi::{MelodyNote, write_melody};
+use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::Style;
+use crate::music::chord::Progression;
 use crate::music::{Key, Meter, PitchClass, Scale};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -68,6 +71,17 @@ pub struct Args {
     /// How much each loop repeat changes, 0-1 (0 = exact repeats).
     #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
     pub evolve: f32,
+    /// Form plan, as the plugin's Form: sections of 8, 16 or 32 bars whose phrases answer,
+    /// repeat and vary each other (0 = free: new phrases that continue each other).
+    #[arg(long, default_value_t = 16, value_parser = form_length)]
+    pub form: u8,
+    /// Chords under the melody, looped: one per bar ("Am F C G") or with beats
+    /// ("Am:2 F:2 C G"); N.C. for no chord.
+    #[arg(long)]
+    pub chords: Option<String>,
+    /// How strongly notes sit on the chords, 0-1 (0 = ignore them).
+    #[arg(long, default_value_t = 0.6, value_parser = unit_interval)]
+    pub chord_fit: f32,
     /// `default` (the shipped neural model), `markov` (the shipped Markov model), or a
     /// path to a model: a neural model folder or a Markov `.bin` file. A model that cannot
     /// be loaded is an error.
@@ -103,6 +117,8 @@ impl Args {
                 .with_context(|| format!("unknown style '{}'", self.style))?,
             loop_bars: self.loop_bars,
             evolve: self.evolve,
+            form: self.form,
+            chord_fit: self.chord_fit,
         };
         Ok((settings, meter))
     }
@@ -118,7 +134,7 @@ pub fn generate_notes(
     bars: usize,
 ) -> (Vec<MelodyNote>, String, Option<String>) {
     let (mut generator, fallback) = loader::load(choice);
-    let notes = generate_with(generator.as_mut(), settings, meter, bars);
+    let notes = generate_with(generator.as_mut(), settings, meter, bars, &[]);
     (notes, generator.name().to_string(), fallback)
 }
 
@@ -128,6 +144,7 @@ pub fn generate_with(
     settings: GenSettings,
     meter: Meter,
     bars: usize,
+    chords: &[u16],
 ) -> Vec<MelodyNote> {
     let bar_len = meter.beats_per_bar();
     let mut notes = Vec::new();
@@ -139,33 +156,26 @@ pub fn generate_with(
             velocity: n.velocity,
         }))
     };
-    if settings.loop_bars > 0 {
-        let mut looper = LoopPlayer::default();
-        for bar_index in 0..bars {
-            push(
-                bar_index,
-                looper.bar(generator, settings, meter, bar_index as i64),
-            );
-        }
-        return notes;
-    }
-    for phrase_index in 0..bars.div_ceil(PHRASE_BARS) {
-        let request = PhraseRequest {
-            settings,
-            meter,
-            phrase_index: phrase_index as i64,
-            bars: PHRASE_BARS,
-            context: &[],
+    let mut looper = LoopPlayer::default();
+    let mut form = FormPlayer::default();
+    for bar_index in 0..bars {
+        let b = bar_index as i64;
+        let bar = if settings.loop_bars > 0 {
+            looper.bar(generator, settings, meter, b)
+        } else {
+            form.bar(generator, settings, meter, b, &[], chords, 0)
         };
-        for (i, bar) in render_phrase(generator, &request).into_iter().enumerate() {
-            let bar_index = phrase_index * PHRASE_BARS + i;
-            if bar_index >= bars {
-                break;
-            }
-            push(bar_index, bar);
-        }
+        push(bar_index, bar);
     }
     notes
+}
+
+/// `--form`: one of the plugin's form lengths.
+fn form_length(text: &str) -> Result<u8, String> {
+    text.parse::<u8>()
+        .ok()
+        .filter(|n| FORM_LENGTHS.contains(n))
+        .ok_or_else(|| format!("form must be 0 (free), 8, 16 or 32 bars, not '{text}'"))
 }
 
 /// `--loop-bars`: one of the plugin's loop lengths.
@@ -180,7 +190,15 @@ pub fn run(args: Args) -> Result<()> {
     let (settings, meter) = args.settings()?;
     // Exactly the model asked for: a path that does not load is an error, not a fallback.
     let mut generator = loader::load_strict(&ModelChoice::parse(&args.model))?;
-    let notes = generate_with(generator.as_mut(), settings, meter, args.bars);
+    let chords = match &args.chords {
+        Some(text) => {
+            let progression = Progression::parse(text, meter.beats_per_bar())
+                .with_context(|| format!("bad --chords {text:?}"))?;
+            chord_ticks(&progression, meter, args.bars)
+        }
+        None => Vec::new(),
+    };
+    let notes = generate_with(generator.as_mut(), settings, meter, args.bars, &chords);
     let model = generator.name();
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);
     write_melody(
@@ -202,4 +220,20 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The chords of a progression looped over `bars` bars, one mask per tick of the note grid
+/// (what `PhraseRequest::chords` reads).
+pub fn chord_ticks(progression: &Progression, meter: Meter, bars: usize) -> Vec<u16> {
+    let ticks = bars * bar_ticks(meter) as usize;
+    let length = progression.length_beats();
+    if progression.is_empty() || length <= 0.0 {
+        return Vec::new();
+    }
+    (0..ticks)
+        .map(|t| {
+            let beat = (t as f64 / TPQ as f64).rem_euclid(length);
+            progression.chord_at(beat).map_or(0, |c| c.pitch_classes())
+        })
+        .collect()
 }

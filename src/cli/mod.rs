@@ -3,6 +3,7 @@
 pub mod copyguard;
 pub mod eval;
 pub mod eval_recs;
+pub mod form_measures;
 pub mod generate;
 pub mod recommend;
 pub mod sessions;

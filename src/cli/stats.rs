@@ -2,16 +2,17 @@
 //! KL divergence, range / interval / inter-onset histograms, share of notes in the
 //! conditioned scale, and the longest run copied verbatim from any corpus tune.
 
+use super::form_measures::{Piece, measure, rows};
+use super::generate::generate_with;
 use super::ranged;
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
-use crate::generator::{GenSettings, Generator, PhraseRequest};
+use crate::generator::{GenSettings, Generator};
 use crate::limits;
-use crate::midi::MelodyNote;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::grid::duration_token;
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
-use crate::music::{Key, Meter, PitchClass, Scale, SeedRng};
+use crate::music::{Key, Meter, PitchClass, Scale};
 use anyhow::{Result, bail};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value = "default")]
     pub model: String,
     /// Bars per generated phrase, 1-10000.
-    #[arg(long, default_value_t = 8, value_parser = ranged(limits::BARS))]
+    #[arg(long, default_value_t = 16, value_parser = ranged(limits::BARS))]
     pub bars: usize,
     /// Phrases to generate, 1-100000.
     #[arg(long, default_value_t = 100, value_parser = ranged(1..=100_000usize))]
@@ -38,9 +39,13 @@ pub struct Args {
     /// With `--model markov`: use this Markov file instead of the shipped model.
     #[arg(long)]
     pub markov_file: Option<PathBuf>,
-    /// Style tag to condition the neural model on (`any`, `reel`, `jig`, `chorale`, ...).
+    /// Style tag to condition the neural model on (`any`, `reel`, `jig`, `chorale`, ...);
+    /// the corpus side of the form table keeps the tunes of that style.
     #[arg(long, default_value = "any")]
     pub style: String,
+    /// Form setting, as the plugin's: 0 (free), 8, 16 or 32 bars per section.
+    #[arg(long, default_value_t = 16)]
+    pub form: u8,
 }
 
 /// A melody as (pitch, inter-onset ticks) plus its key.
@@ -89,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
         Meter::new(2, 4),
     ];
     let mut generated = Vec::new();
+    let mut pieces = Vec::new();
     for k in 0..args.samples {
         let scale = if k % 2 == 0 {
             Scale::Major
@@ -102,35 +108,44 @@ pub fn run(args: Args) -> Result<()> {
             high: 84,
             seed: k as u64,
             style,
+            form: args.form,
             ..Default::default()
         };
         // Every meter in both modes (k % 2 picks the mode).
         let meter = meters[(k / 2) % meters.len()];
-        let req = PhraseRequest {
-            settings,
-            meter,
-            phrase_index: 0,
-            bars: args.bars,
-            context: &[],
-        };
-        let phrase = generator.generate(&req, &mut SeedRng::derive(&[k as u64, 0]));
-        let bar = meter.beats_per_bar();
-        let played: Vec<MelodyNote> = phrase
-            .iter()
-            .enumerate()
-            .flat_map(|(b, notes)| {
-                notes.iter().map(move |n| MelodyNote {
-                    start: b as f64 * bar + n.start,
-                    duration: n.duration,
-                    pitch: n.pitch,
-                    velocity: n.velocity,
-                })
-            })
-            .collect();
+        // The same path as the plugin and `melodist generate`: form, continuity, cadences.
+        let played = generate_with(generator.as_mut(), settings, meter, args.bars, &[]);
+        pieces.push(Piece::new(key, meter, &played, 0.0, args.bars));
         generated.push(Line {
             key,
             notes: melody_line(&played),
         });
+    }
+    let corpus_pieces: Vec<Piece> = tunes
+        .iter()
+        .filter(|t| t.style == style || style == Style::Any)
+        .filter_map(|t| {
+            let key = melody_key(&t.melody)?;
+            let first = t.melody.notes.first()?.start;
+            let bar = t.melody.meter.beats_per_bar();
+            let from = (first / bar - 1e-6).ceil().max(0.0) * bar;
+            let last = t.melody.notes.last()?.start;
+            (last >= from + (args.bars as f64 - 1.0) * bar)
+                .then(|| Piece::new(key, t.melody.meter, &t.melody.notes, from, args.bars))
+        })
+        .collect();
+    let (g, c) = (measure(&pieces), measure(&corpus_pieces));
+    println!(
+        "form, {} bars per piece: generated ({} pieces, style {}, form {}) | corpus ({} tunes, first {} full bars)",
+        args.bars,
+        g.pieces,
+        style.name(),
+        args.form,
+        c.pieces,
+        args.bars
+    );
+    for ((name, gv), (_, cv)) in rows(&g).into_iter().zip(rows(&c)) {
+        println!("  {name:<48} {gv:>6} | {cv:>6}");
     }
 
     let total: usize = generated.iter().map(|l| l.notes.len()).sum();
@@ -155,7 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|&x| x)
         .count();
     println!(
-        "{}: {} phrases of {} bars, {} notes ({:.1} per bar)",
+        "{}: {} pieces of {} bars, {} notes ({:.1} per bar)",
         args.model,
         args.samples,
         args.bars,
@@ -201,15 +216,27 @@ pub fn run(args: Args) -> Result<()> {
         generated.iter().map(|g| index.longest_copy(g)).collect();
     let lengths: Vec<usize> = copies.iter().map(|c| c.0).collect();
     println!(
-        "longest verbatim copy (notes, intervals+rhythm): max {}, median {}, phrases with >= {COPY_NOTES}: {}",
+        "longest verbatim copy over whole pieces (notes, intervals+rhythm): max {}, median {}, pieces with >= {COPY_NOTES}: {}",
         lengths.iter().max().unwrap_or(&0),
         median(lengths.clone()),
         lengths.iter().filter(|&&c| c >= COPY_NOTES).count()
     );
+    let mut sorted = lengths.clone();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "  distribution: p10 {}, p25 {}, p50 {}, p75 {}, p90 {}, max {}",
+        at(0.1),
+        at(0.25),
+        at(0.5),
+        at(0.75),
+        at(0.9),
+        at(1.0)
+    );
     for (k, (len, source)) in copies.iter().enumerate() {
         if let (true, Some(t)) = (*len >= COPY_NOTES, source) {
             println!(
-                "  phrase {k} shares {len} notes with {}",
+                "  piece {k} shares {len} notes with {}",
                 corpus_paths[*t].display()
             );
         }

@@ -162,6 +162,9 @@ pub fn show(ui: &mut Ui, state: &mut EditorState) {
         slider(ui, access, &params.velocity);
         slider(ui, access, &params.humanize);
         choice(ui, access, &params.mode);
+        choice(ui, access, &params.form);
+        slider(ui, access, &params.chord_fit)
+            .on_hover_text("0 ignores chords; 1 puts chord tones on strong beats nearly always");
         choice(ui, access, &params.loop_length);
         slider(ui, access, &params.evolve)
             .on_hover_text("How much each loop repeat changes: 0 repeats exactly");

@@ -3,16 +3,15 @@
 
 use super::messages::{BarNotes, BarReady, CHANNEL_CAPACITY, InputNote, ToWorker};
 use super::thread::{Background, TEARDOWN_WAIT};
+use crate::generator::form::FormPlayer;
 use crate::generator::looping::LoopPlayer;
-use crate::generator::{
-    ContextNote, GenSettings, Generator, Mode, PHRASE_BARS, Phrase, PhraseRequest, render_phrase,
-};
-use crate::music::{Key, Meter, Scale, detect_key};
+use crate::generator::{ContextNote, GenSettings, Generator, Mode};
+use crate::music::{Key, Scale, detect_key};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How many of the producer's notes the worker remembers.
 const INPUT_MEMORY: usize = 32;
@@ -127,15 +126,6 @@ impl Drop for Worker {
     }
 }
 
-/// The last phrase, kept because the audio thread asks for its bars one at a time.
-struct CachedPhrase {
-    settings: GenSettings,
-    meter: Meter,
-    phrase_index: i64,
-    input_version: u64,
-    phrase: Phrase,
-}
-
 fn run(
     loader: GeneratorLoader,
     requests: Receiver<ToWorker>,
@@ -154,7 +144,7 @@ fn run(
 
     let mut inputs: VecDeque<InputNote> = VecDeque::with_capacity(INPUT_MEMORY);
     let mut input_version = 0u64;
-    let mut cache: Option<CachedPhrase> = None;
+    let mut form = FormPlayer::default();
     let mut looper = LoopPlayer::default();
     while !stop.load(Ordering::Relaxed) {
         let msg = match requests.recv_timeout(Duration::from_millis(20)) {
@@ -205,49 +195,30 @@ fn run(
                     });
                     continue;
                 }
-                let phrase_index = bar_index.div_euclid(PHRASE_BARS as i64);
                 let version = if uses_input { input_version } else { 0 };
-                let fresh = cache.as_ref().is_some_and(|c| {
-                    c.settings == settings
-                        && c.meter == meter
-                        && c.phrase_index == phrase_index
-                        && c.input_version == version
-                });
-                if !fresh {
-                    let started = Instant::now();
-                    let context = if settings.mode == Mode::Continue {
-                        context_notes(&inputs)
-                    } else {
-                        Vec::new()
-                    };
-                    let request = PhraseRequest {
-                        settings,
-                        meter,
-                        phrase_index,
-                        bars: PHRASE_BARS,
-                        context: &context,
-                    };
-                    let phrase = render_phrase(generator.as_mut(), &request);
-                    status.last_phrase_us.store(
-                        started.elapsed().as_micros().min(u32::MAX as u128) as u32,
-                        Ordering::Relaxed,
-                    );
-                    cache = Some(CachedPhrase {
-                        settings,
-                        meter,
-                        phrase_index,
-                        input_version: version,
-                        phrase,
-                    });
-                }
-                let phrase = &cache.as_ref().expect("cache just filled").phrase;
-                let bar = &phrase[bar_index.rem_euclid(PHRASE_BARS as i64) as usize];
+                let context = if settings.mode == Mode::Continue {
+                    context_notes(&inputs)
+                } else {
+                    Vec::new()
+                };
+                let bar = form.bar(
+                    generator.as_mut(),
+                    settings,
+                    meter,
+                    bar_index,
+                    &context,
+                    &[],
+                    version,
+                );
+                status
+                    .last_phrase_us
+                    .store(form.last_write_us, Ordering::Relaxed);
                 status.bars_generated.fetch_add(1, Ordering::Relaxed);
                 // If the audio thread is not draining, dropping this answer is correct: it will ask again.
                 let _ = answers.try_send(BarReady {
                     epoch,
                     bar_index,
-                    notes: BarNotes::from_slice(bar),
+                    notes: BarNotes::from_slice(&bar),
                 });
             }
         }

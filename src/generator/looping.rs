@@ -13,6 +13,7 @@
 //! Repeat `k` is a pure function of (settings, meter, k): it is computed by chaining from
 //! the hook, so a bar sounds the same whether reached by playing through or by jumping.
 
+use super::form::write_section;
 use super::{GenSettings, Generator, PHRASE_BARS, Phrase, PhraseRequest, render_phrase};
 use crate::music::{BeatNote, Meter, SeedRng};
 
@@ -50,7 +51,12 @@ impl LoopPlayer {
         let repeat = bar_index.div_euclid(length).max(0);
         let key = LoopKey { settings, meter };
         if self.hook.as_ref().is_none_or(|(k, _)| *k != key) {
-            let hook = write_bars(generator, settings, meter, 0, length as usize);
+            // The hook is the start of the song's first section (its first phrase or two).
+            let mut hook = write_section(generator, settings, meter, 0, &[], &[]);
+            while hook.len() < length as usize {
+                hook.extend(hook.clone());
+            }
+            hook.truncate(length as usize);
             self.hook = Some((key, hook));
             self.latest = None;
         }
@@ -87,6 +93,8 @@ fn write_bars(
             phrase_index,
             bars: PHRASE_BARS,
             context: &[],
+            shape: Default::default(),
+            chords: &[],
         };
         bars.extend(render_phrase(generator, &request));
         phrase_index += 1;
@@ -115,11 +123,23 @@ fn evolve(
         let fresh = write_bars(generator, settings, meter, 1_000 + repeat, 1);
         bars[which] = fresh.into_iter().next().unwrap_or_default();
     }
-    // How many notes move: about 40% × Evolve, never more than half of Evolve (≤ 25% at 0.5).
+    // About 40% × Evolve of the notes move, never more than half of Evolve (≤ 25% at 0.5).
+    vary_pitches(bars, settings, PITCH_CHANGE_AT_FULL * amount, &mut rng);
+}
+
+/// Moves about `share` of the notes of `bars` (never more than 1.25 × `share`) by a scale
+/// step, keeping the direction the melody moved into each note; rhythm, length and
+/// velocity stay. Pitches stay in the key and register.
+pub fn vary_pitches(
+    bars: &mut [Vec<BeatNote>],
+    settings: GenSettings,
+    share: f32,
+    rng: &mut SeedRng,
+) {
     let total = bars.iter().map(Vec::len).sum::<usize>();
-    let expected = PITCH_CHANGE_AT_FULL * amount * total as f32;
+    let expected = share * total as f32;
     let stochastic = expected.floor() as usize + usize::from(rng.next_f32() < expected.fract());
-    let count = stochastic.min((0.5 * amount * total as f32).floor() as usize);
+    let count = stochastic.min((1.25 * share * total as f32).floor() as usize);
     let mut order: Vec<usize> = (0..total).collect();
     for i in 0..count {
         let j = i + (rng.next_u64() % (total - i) as u64) as usize;

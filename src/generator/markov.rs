@@ -536,6 +536,8 @@ mod tests {
             phrase_index: 0,
             bars: 4,
             context: &[],
+            shape: Default::default(),
+            chords: &[],
         }
     }
 

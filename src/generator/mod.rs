@@ -3,12 +3,14 @@
 //! The engine's worker thread owns a `Box<dyn Generator>` and never cares which model is
 //! behind it, so the neural model and the Markov baseline are interchangeable.
 
+pub mod form;
 pub mod loader;
 pub mod looping;
 pub mod markov;
 pub mod neural;
 pub mod perform;
 
+pub use crate::model::sampler::Cadence;
 use crate::model::tokenizer::Style;
 use crate::music::{BeatNote, Key, Meter, SeedRng};
 use nice_plug::prelude::Enum;
@@ -61,6 +63,21 @@ pub struct GenSettings {
     /// 0 = the loop repeats exactly; higher values change a few notes (then bars) per repeat.
     #[serde(default)]
     pub evolve: f32,
+    /// How strongly notes sit on the chords (0 = ignore chords, 1 = chord tones on strong
+    /// beats nearly always): a logit bonus next to the scale mask, never a snap.
+    #[serde(default = "default_chord_fit")]
+    pub chord_fit: f32,
+    /// Section length of the form plan in bars (8, 16, 32; 0 = free, no repeats). See [`form`].
+    #[serde(default = "default_form")]
+    pub form: u8,
+}
+
+fn default_form() -> u8 {
+    16
+}
+
+fn default_chord_fit() -> f32 {
+    0.6
 }
 
 impl Default for GenSettings {
@@ -80,6 +97,8 @@ impl Default for GenSettings {
             style: Style::Any,
             loop_bars: 0,
             evolve: 0.0,
+            chord_fit: default_chord_fit(),
+            form: default_form(),
         }
     }
 }
@@ -132,6 +151,26 @@ impl LoopLength {
     }
 }
 
+/// The *Form* parameter: how long a section of the form plan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum FormLength {
+    /// Phrases follow each other with no planned repeats.
+    #[name = "Free"]
+    Free,
+    #[name = "8 bars"]
+    Eight,
+    #[name = "16 bars"]
+    Sixteen,
+    #[name = "32 bars"]
+    ThirtyTwo,
+}
+
+impl FormLength {
+    pub fn bars(self) -> u8 {
+        form::FORM_LENGTHS[self.to_index()]
+    }
+}
+
 /// One request for a phrase.
 #[derive(Debug, Clone)]
 pub struct PhraseRequest<'a> {
@@ -139,8 +178,44 @@ pub struct PhraseRequest<'a> {
     pub meter: Meter,
     pub phrase_index: i64,
     pub bars: usize,
-    /// Most recent notes last. Empty in Generate mode.
+    /// What comes just before the phrase, most recent notes last: the producer's phrase in
+    /// Continue mode, or the melody's own previous phrase (see [`form`]). The model reads
+    /// it first, so the phrase continues it.
     pub context: &'a [ContextNote],
+    /// Where the phrase sits in its strain, and how it ends.
+    pub shape: PhraseShape,
+    /// The chords under the phrase, one entry per tick of the note grid (`grid::TPQ` per
+    /// quarter) from its first bar line: pitch classes as a mask (bit `i` = pitch class
+    /// `i`, 0 = no chord). Shorter or empty: no chords after its end.
+    pub chords: &'a [u16],
+}
+
+impl PhraseRequest<'_> {
+    /// The chord sounding `ticks` after the phrase's start (0 when none is known).
+    pub fn chord_at(&self, ticks: u32) -> u16 {
+        self.chords.get(ticks as usize).copied().unwrap_or(0)
+    }
+}
+
+/// A phrase's place in the form: the model is told how many bars are left to the cadence
+/// at every note, and the last bar ends with the cadence asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhraseShape {
+    /// Bars left to the end of the 8-bar strain at the first bar (7 = a strain's first bar;
+    /// 3 = the first bar of its closing half).
+    pub strain_bar: u8,
+    /// The ending: `None` leaves it to the model (a phrase cut short, a one-bar fill).
+    pub cadence: Option<Cadence>,
+}
+
+impl Default for PhraseShape {
+    /// A 4-bar closing phrase: the second half of a strain.
+    fn default() -> Self {
+        Self {
+            strain_bar: 3,
+            cadence: Some(Cadence::Close),
+        }
+    }
 }
 
 /// A phrase: one `Vec<BeatNote>` per bar, notes relative to their bar line.

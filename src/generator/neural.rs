@@ -10,21 +10,27 @@
 //! candle's step ([`Lstm::step`]) stays as the reference: [`NeuralGenerator::generate_reference`]
 //! runs the same loop on it, and the tests check both give the same notes for a seed.
 
-use super::{Generator, Mode, Phrase, PhraseRequest};
+use super::{Generator, Phrase, PhraseRequest};
 use crate::model::copyguard::CopyGuard;
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::lstm::{Lstm, LstmState};
 use crate::model::lstm_fast::{FastLstm, FastState};
 use crate::model::sampler::{PitchRules, SamplerConfig, duration_bias, pitch_bias, sample};
 use crate::model::tokenizer::{
-    BOS, PAD, Style, cond_tokens, key_pitch_token, ticks_token, token_key_pitch, token_ticks,
+    BOS, Onset, PAD, STRAIN_BARS, Style, cond_tokens, key_pitch_token, relative_chord, ticks_token,
+    token_key_pitch, token_ticks,
 };
 use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, load_model};
 use crate::music::{BeatNote, Key, Meter, SeedRng};
 use anyhow::{Context, Result};
 use std::path::Path;
 
-/// How many of the producer's most recent notes Continue mode reads.
+/// Logit bonus of chord tones at *Chord fit* 1, on strong beats and elsewhere: strong
+/// beats land on the chord; passing and neighbour tones stay between them.
+const STRONG_BEAT_FIT: f32 = 6.0;
+const WEAK_BEAT_FIT: f32 = 1.0;
+
+/// How many notes of context (the producer's, or the melody's own) the model reads.
 const MAX_CONTEXT_NOTES: usize = 64;
 
 pub struct NeuralGenerator {
@@ -58,7 +64,7 @@ struct Buffers {
 trait Decoder {
     fn start(&mut self, cond: [u32; 3]) -> candle_core::Result<()>;
     /// Pitch logits of the next note (see [`Lstm::step`]).
-    fn step(&mut self, prev_pitch: u32, prev_dur: u32, pos: u16) -> candle_core::Result<&[f32]>;
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, at: Onset) -> candle_core::Result<&[f32]>;
     /// Duration logits once its pitch is chosen (see [`Lstm::duration_logits`]).
     fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]>;
 }
@@ -70,8 +76,8 @@ impl Decoder for Fast<'_> {
         self.0.start(cond, self.1);
         Ok(())
     }
-    fn step(&mut self, prev_pitch: u32, prev_dur: u32, pos: u16) -> candle_core::Result<&[f32]> {
-        Ok(self.0.step(prev_pitch, prev_dur, pos, self.1))
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, at: Onset) -> candle_core::Result<&[f32]> {
+        Ok(self.0.step(prev_pitch, prev_dur, at, self.1))
     }
     fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]> {
         Ok(self.0.duration_logits(pitch, self.1))
@@ -90,9 +96,9 @@ impl Decoder for Reference<'_> {
         self.state = Some(self.model.start(cond)?);
         Ok(())
     }
-    fn step(&mut self, prev_pitch: u32, prev_dur: u32, pos: u16) -> candle_core::Result<&[f32]> {
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, at: Onset) -> candle_core::Result<&[f32]> {
         let state = self.state.as_mut().expect("start before step");
-        self.logits = self.model.step(prev_pitch, prev_dur, pos, state)?;
+        self.logits = self.model.step(prev_pitch, prev_dur, at, state)?;
         Ok(&self.logits)
     }
     fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]> {
@@ -217,23 +223,43 @@ fn decode(
     let temp = s.temperature();
     // Density bias, as in the Markov baseline: busy favours short notes and fewer rests.
     let beta = (s.density.clamp(0.0, 1.0) - 0.5) * 3.0;
-
-    // The producer's phrase, aligned so that it ends on the bar line where we start.
-    let context: Vec<(u32, u32)> = match req.settings.mode {
-        Mode::Continue => req.context[req.context.len().saturating_sub(MAX_CONTEXT_NOTES)..]
-            .iter()
-            .map(|n| {
-                (
-                    fold_into_vocab(n.pitch, s.key),
-                    ticks_token((n.duration * TPQ as f64).round().max(1.0) as u32),
-                )
-            })
-            .collect(),
-        Mode::Generate => vec![],
+    let total = bar * req.bars as u32;
+    // Bars-to-cadence of the strain at tick `t` of the phrase (negative: the context).
+    let strain = |t: i64| -> u8 {
+        let bars_in = t.div_euclid(bar as i64);
+        (req.shape.strain_bar as i64 - bars_in).rem_euclid(STRAIN_BARS as i64) as u8
     };
+    // The chord under an onset, relative to the key, as the model reads it.
+    let chord_at = |t: i64| u32::try_from(t).map_or(0, |t| req.chord_at(t));
+    let onset = |t: i64| {
+        Onset::at(t.rem_euclid(bar as i64) as u32)
+            .with_strain_left(strain(t))
+            .with_chord(relative_chord(chord_at(t), s.key))
+    };
+    let strong = bar / if req.meter.numerator % 2 == 0 { 2 } else { 1 };
+    let fit = s.chord_fit.clamp(0.0, 1.0);
+    // The cadence: the last note starts on the last strong beat of the final bar and is
+    // held to the bar line.
+    let cadence_at = req
+        .shape
+        .cadence
+        .map(|c| (c, total - bar + strong_tail_start(req.meter)));
+
+    // What comes before (the melody's previous phrase or the producer's), aligned so that
+    // it ends on the bar line where we start; onsets count from the start of the context.
+    let context: Vec<(u32, u32)> = req.context
+        [req.context.len().saturating_sub(MAX_CONTEXT_NOTES)..]
+        .iter()
+        .map(|n| {
+            (
+                fold_into_vocab(n.pitch, s.key),
+                ticks_token((n.duration * TPQ as f64).round().max(1.0) as u32),
+            )
+        })
+        .collect();
     let context_ticks: u32 = context.iter().filter_map(|c| token_ticks(c.1)).sum();
-    let mut t_ctx = (bar - context_ticks % bar) % bar;
-    model.start(cond_tokens(s.style, req.meter, s.key))?;
+    let lead = context_ticks.div_ceil(bar) * bar;
+    model.start(cond_tokens(s.style, s.style.model_meter(req.meter), s.key))?;
     // The note read at the next step: (pitch-kind token, duration token).
     let mut prev = (BOS, PAD);
     let Buffers {
@@ -246,14 +272,17 @@ fn decode(
     recent.clear();
     played.clear();
     notes.clear();
+    let mut t_ctx = lead - context_ticks;
     for &(p, d) in &context {
-        model.step(prev.0, prev.1, (t_ctx % bar) as u16)?;
+        model.step(prev.0, prev.1, onset(t_ctx as i64 - lead as i64))?;
         prev = (p, d);
+        if let Some(pitch) = token_key_pitch(p, s.key) {
+            recent.push(pitch);
+            notes.push((pitch, t_ctx));
+        }
         t_ctx += token_ticks(d).unwrap_or(TPQ);
-        recent.extend(token_key_pitch(p, s.key));
     }
 
-    let total = bar * req.bars as u32;
     let mut phrase: Phrase = vec![Vec::new(); req.bars];
     let mut t = 0;
     while t < total {
@@ -262,30 +291,49 @@ fn decode(
             .checked_sub(bar)
             .and_then(|prev| played.iter().find(|e| e.0 == prev));
         let n = recent.len();
+        let cadence = cadence_at.filter(|&(_, at)| t >= at).map(|(c, _)| c);
+        // Before the cadence, notes end by its beat so that it lands there.
+        let room = match cadence_at {
+            Some((_, at)) if t < at && at - t < bar - pos => at - t,
+            _ => bar - pos,
+        };
         let rules = PitchRules {
             key: &s.key,
             scale_lock: cfg.scale_lock,
             low,
             high,
             allow_rest: t > 0 && total - t > pulse,
-            cadence: total - t <= pulse,
+            cadence,
+            last_two: (n >= 2).then(|| (recent[n - 2], recent[n - 1])),
+            chord: chord_at(t as i64),
+            chord_bonus: if pos % strong == 0 {
+                STRONG_BEAT_FIT * fit
+            } else {
+                WEAK_BEAT_FIT * fit
+            },
             beta,
             motif: motif.map(|e| e.1),
             motif_weight: cfg.motif,
             repeated: (n >= 2 && recent[n - 1] == recent[n - 2]).then(|| recent[n - 1]),
             repeat_penalty: cfg.repeat_penalty,
         };
-        let logits = model.step(prev.0, prev.1, pos as u16)?;
+        let logits = model.step(prev.0, prev.1, onset(t as i64))?;
         pitch_bias(bias, &rules);
-        guard_copies(guard, notes, t, s.key, bias);
+        guard_copies(guard, notes, lead + t, s.key, bias);
         let (p_tok, pitch) = match sample(logits, bias, temp, cfg.top_p, rng, scratch) {
             Some(tok) => (tok, token_key_pitch(tok, s.key)),
             None => fallback_pitch(&rules),
         };
         let logits = model.duration(p_tok)?;
-        duration_bias(bias, bar - pos, beta, motif.map(|e| e.2), cfg.motif);
-        let d_tok = sample(logits, bias, temp, cfg.top_p, rng, scratch).unwrap_or(ticks_token(TPQ));
-        let ticks = token_ticks(d_tok).unwrap_or(TPQ).min(bar - pos);
+        let ticks = if cadence.is_some() {
+            // The cadence note is held to the end of the phrase.
+            total - t
+        } else {
+            duration_bias(bias, room, beta, motif.map(|e| e.2), cfg.motif);
+            let d_tok =
+                sample(logits, bias, temp, cfg.top_p, rng, scratch).unwrap_or(ticks_token(TPQ));
+            token_ticks(d_tok).unwrap_or(TPQ).min(room)
+        };
         let fed = ticks_token(ticks);
         if let Some(p) = pitch {
             let b = (t / bar) as usize;
@@ -297,13 +345,23 @@ fn decode(
                 velocity: s.velocity,
             });
             recent.push(p);
-            notes.push((p, t));
+            notes.push((p, lead + t));
         }
         played.push((t, pitch, fed));
         prev = (p_tok, fed);
         t += ticks;
     }
     Ok(phrase)
+}
+
+/// Where the last strong beat of a bar starts (ticks): the half bar in duple meters
+/// (beat 3 of 4/4, the second dotted quarter of 6/8), else the downbeat.
+pub fn strong_tail_start(meter: Meter) -> u32 {
+    if meter.numerator % 2 == 0 && meter.numerator > 0 {
+        bar_ticks(meter) / 2
+    } else {
+        0
+    }
 }
 
 /// Masks the pitches that would complete a run copied from a training tune (see

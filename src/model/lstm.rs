@@ -1,7 +1,8 @@
 //! A stateful multi-layer LSTM that reads and writes melodies **one note per step**.
 //!
 //! Step `t` reads the previous note (its pitch token and its duration token, two rows of one
-//! embedding table), the position in the bar where note `t` starts, and the tune's
+//! embedding table), where note `t` starts ([`Onset`]: position in the bar and, in format 3,
+//! bars to the strain's cadence and the chord under it), and the tune's
 //! conditioning (style, meter and key: the header tokens, embedded once and added to every
 //! step so the mode cannot fade from memory). It predicts note `t` in two parts:
 //! - the pitch (or a rest, or the end) from the top LSTM state;
@@ -24,7 +25,7 @@
 //!   matrix-vector product per layer. This is the reference for the decoder the plugin
 //!   runs, [`super::lstm_fast::FastLstm`] (same weights, no candle, no system calls).
 
-use super::tokenizer::{MAX_POS, VOCAB};
+use super::tokenizer::{CHORD_INPUTS, MAX_POS, Onset, STRAIN_BARS, VOCAB};
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder, ops::sigmoid};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,10 @@ pub struct LstmConfig {
     /// Dropout on the embeddings and between layers, training only.
     #[serde(default)]
     pub dropout: f32,
+    /// Format 3: every step also reads bars-to-cadence and the chord ([`Onset`]).
+    /// Format-2 models (false) ignore both.
+    #[serde(default)]
+    pub strain_and_chord: bool,
 }
 
 impl Default for LstmConfig {
@@ -54,8 +59,19 @@ impl Default for LstmConfig {
             layers: 2,
             dur_hidden: 128,
             dropout: 0.2,
+            strain_and_chord: true,
         }
     }
+}
+
+/// The chord input as a multi-hot row: 12 pitch classes and the "no chord" flag.
+pub fn chord_row(chord: u16) -> [f32; CHORD_INPUTS] {
+    let mut row = [0.0; CHORD_INPUTS];
+    for (i, x) in row.iter_mut().take(12).enumerate() {
+        *x = ((chord >> i) & 1) as f32;
+    }
+    row[12] = (chord & 0xfff == 0) as u8 as f32;
+    row
 }
 
 /// A padded batch of note sequences (`[B, T]` u32 tensors; `cond` is `[B, 3]`).
@@ -66,6 +82,10 @@ pub struct NoteBatch {
     pub prev_dur: Tensor,
     /// Position in the bar (ticks) where the predicted note starts.
     pub pos: Tensor,
+    /// Bars to the strain's cadence there (`[B, T]` u32).
+    pub cadence: Tensor,
+    /// The chord there, multi-hot (`[B, T, 13]` f32, see [`chord_row`]).
+    pub chord: Tensor,
     /// The pitch token of the predicted note: the duration part is conditioned on it
     /// (teacher forcing).
     pub pitch: Tensor,
@@ -85,6 +105,8 @@ pub struct Lstm {
     pos_emb: Tensor,
     /// Header tokens (style, meter, key), summed into one conditioning vector.
     cond_emb: Tensor,
+    /// Format 3: bars-to-cadence rows and the chord inputs' projection.
+    strain: Option<StrainAndChord>,
     layers: Vec<Layer>,
     pitch_head: Linear,
     dur_in: Linear,
@@ -100,11 +122,23 @@ pub struct Lstm {
     w_ih_t: Vec<Tensor>,
 }
 
+/// Format 3's extra inputs: `cadence_emb` `[8, E]` and `chord_emb` `[13, E]`, with their
+/// first-layer projections for [`Lstm::step`].
+struct StrainAndChord {
+    cadence_emb: Tensor,
+    chord_emb: Tensor,
+    cadence_in: Tensor,
+    chord_in: Tensor,
+}
+
 /// The weights as [`super::lstm_fast::FastLstm`] reads them (borrowed, at load time).
 pub(super) struct Weights<'a> {
     pub tok_in: &'a Tensor,
     pub pos_in: &'a Tensor,
     pub cond_in: &'a Tensor,
+    /// Format 3: bars-to-cadence and chord projections.
+    pub cadence_in: Option<&'a Tensor>,
+    pub chord_in: Option<&'a Tensor>,
     /// `(w_ih, w_hh, bias)` per layer.
     pub layers: Vec<(&'a Tensor, &'a Tensor, &'a Tensor)>,
     pub pitch_head: &'a Linear,
@@ -157,6 +191,19 @@ impl Lstm {
         let tok_in = tok_emb.matmul(&w_ih0_t)?;
         let pos_in = pos_emb.matmul(&w_ih0_t)?;
         let cond_in = cond_emb.matmul(&w_ih0_t)?;
+        let strain = if config.strain_and_chord {
+            let cadence_emb =
+                vb.get_with_hints((STRAIN_BARS as usize, e), "cadence_emb", emb_init)?;
+            let chord_emb = vb.get_with_hints((CHORD_INPUTS, e), "chord_emb", emb_init)?;
+            Some(StrainAndChord {
+                cadence_in: cadence_emb.matmul(&w_ih0_t)?,
+                chord_in: chord_emb.matmul(&w_ih0_t)?,
+                cadence_emb,
+                chord_emb,
+            })
+        } else {
+            None
+        };
         let w_hh_t = layers
             .iter()
             .map(|l| l.w_hh.t()?.contiguous())
@@ -170,6 +217,7 @@ impl Lstm {
             tok_emb,
             pos_emb,
             cond_emb,
+            strain,
             layers,
             pitch_head,
             dur_in,
@@ -225,11 +273,24 @@ impl Lstm {
             columns(&batch.prev_dur)?,
             columns(&batch.pos)?,
         );
+        let strain = match &self.strain {
+            Some(s) => Some((
+                s,
+                columns(&batch.cadence)?,
+                batch.chord.transpose(0, 1)?.contiguous()?,
+            )),
+            None => None,
+        };
         let mut xs: Vec<Tensor> = (0..t)
             .map(|i| {
                 let x = (self.tok_emb.embedding(&pp.get(i)?)?
                     + self.tok_emb.embedding(&pd.get(i)?)?)?;
-                drop(((x + self.pos_emb.embedding(&pos.get(i)?)?)? + &cond)?)
+                let mut x = ((x + self.pos_emb.embedding(&pos.get(i)?)?)? + &cond)?;
+                if let Some((s, cadence, chord)) = &strain {
+                    x = (x + s.cadence_emb.embedding(&cadence.get(i)?)?)?;
+                    x = (x + chord.get(i)?.matmul(&s.chord_emb)?)?;
+                }
+                drop(x)
             })
             .collect::<Result<_>>()?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -273,23 +334,29 @@ impl Lstm {
     }
 
     /// Reads the previous note (`prev_pitch`, `prev_dur` tokens; `BOS`, `PAD` before the
-    /// first) and the bar position `pos` of the next note; returns the next note's pitch
-    /// logits over the vocabulary.
+    /// first) and where the next note starts; returns the next note's pitch logits over
+    /// the vocabulary.
     pub fn step(
         &self,
         prev_pitch: u32,
         prev_dur: u32,
-        pos: u16,
+        at: Onset,
         state: &mut LstmState,
     ) -> Result<Vec<f32>> {
-        let pos = (pos as usize).min(self.config.max_pos - 1);
+        let pos = (at.pos as usize).min(self.config.max_pos - 1);
         let (p, d) = (prev_pitch as usize, prev_dur as usize);
         let mut x = Tensor::zeros(1, DType::F32, &Device::Cpu)?;
         for l in 0..self.layers.len() {
             let input = if l == 0 {
-                (((self.tok_in.i(p..p + 1)? + self.tok_in.i(d..d + 1)?)?
+                let mut x = (((self.tok_in.i(p..p + 1)? + self.tok_in.i(d..d + 1)?)?
                     + self.pos_in.i(pos..pos + 1)?)?
-                    + &state.cond)?
+                    + &state.cond)?;
+                if let Some(s) = &self.strain {
+                    let c = (at.cadence as usize).min(STRAIN_BARS as usize - 1);
+                    let chord = Tensor::new(&[chord_row(at.chord)], &Device::Cpu)?;
+                    x = ((x + s.cadence_in.i(c..c + 1)?)? + chord.matmul(&s.chord_in)?)?;
+                }
+                x
             } else {
                 x.matmul(&self.w_ih_t[l])?
                     .broadcast_add(&self.layers[l].bias)?
@@ -316,6 +383,8 @@ impl Lstm {
             tok_in: &self.tok_in,
             pos_in: &self.pos_in,
             cond_in: &self.cond_in,
+            cadence_in: self.strain.as_ref().map(|s| &s.cadence_in),
+            chord_in: self.strain.as_ref().map(|s| &s.chord_in),
             layers: (self.layers.iter())
                 .map(|l| (&l.w_ih, &l.w_hh, &l.bias))
                 .collect(),
@@ -332,6 +401,9 @@ impl Lstm {
             + self.pos_emb.elem_count()
             + self.cond_emb.elem_count()
             + self.dur_pitch.elem_count();
+        if let Some(s) = &self.strain {
+            n += s.cadence_emb.elem_count() + s.chord_emb.elem_count();
+        }
         for l in &self.layers {
             n += l.w_ih.elem_count() + l.w_hh.elem_count() + l.bias.elem_count();
         }
@@ -365,19 +437,29 @@ mod tests {
             layers: 2,
             dur_hidden: 6,
             dropout: 0.0,
+            strain_and_chord: true,
             ..Default::default()
         };
         (varmap.clone(), Lstm::new(config, vb).unwrap())
     }
 
-    /// Five notes of one sequence: (prev pitch, prev duration, position, pitch).
-    const NOTES: [[u32; 4]; 5] = [
-        [1, 0, 0, 40],
-        [40, 92, 6, 44],
-        [44, 90, 12, 3],
-        [3, 95, 24, 50],
-        [50, 92, 30, 2],
+    /// Five notes of one sequence: (prev pitch, prev duration, position, pitch,
+    /// bars to cadence, chord).
+    const NOTES: [[u32; 6]; 5] = [
+        [1, 0, 0, 40, 7, 0],
+        [40, 92, 6, 44, 7, 0b1001_0001],
+        [44, 90, 12, 3, 6, 0b1001_0001],
+        [3, 95, 24, 50, 1, 0b0010_0010_0100],
+        [50, 92, 30, 2, 0, 0b1001_0001],
     ];
+
+    fn onset(n: &[u32; 6]) -> Onset {
+        Onset {
+            pos: n[2] as u16,
+            cadence: n[4] as u8,
+            chord: n[5] as u16,
+        }
+    }
 
     fn batch() -> NoteBatch {
         let col = |k: usize| {
@@ -393,6 +475,8 @@ mod tests {
             prev_dur: col(1),
             pos: col(2),
             pitch: col(3),
+            cadence: col(4),
+            chord: Tensor::new(&[NOTES.map(|n| chord_row(n[5] as u16))], &Device::Cpu).unwrap(),
         }
     }
 
@@ -409,7 +493,7 @@ mod tests {
             }
         };
         for (i, n) in NOTES.iter().enumerate() {
-            let p = model.step(n[0], n[1], n[2] as u16, &mut state).unwrap();
+            let p = model.step(n[0], n[1], onset(n), &mut state).unwrap();
             close(&p, &pl[i], &format!("pitch logits of note {i}"));
             let d = model.duration_logits(n[3], &state).unwrap();
             close(&d, &dl[i], &format!("duration logits of note {i}"));
@@ -424,8 +508,8 @@ mod tests {
             .unwrap();
         let grads = loss.backward().unwrap();
         let data = varmap.data().lock().unwrap();
-        // 3 embedding tables, 3 tensors per layer × 2, 3 linear layers × 2, dur_pitch.
-        assert_eq!(data.len(), 3 + 3 * 2 + 3 * 2 + 1);
+        // 5 embedding tables, 3 tensors per layer × 2, 3 linear layers × 2, dur_pitch.
+        assert_eq!(data.len(), 5 + 3 * 2 + 3 * 2 + 1);
         for (name, var) in data.iter() {
             let g = grads
                 .get(var)

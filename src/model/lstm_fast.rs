@@ -23,6 +23,7 @@
 //! result is bit-identical to the portable path).
 
 use super::lstm::{Lstm, LstmConfig};
+use super::tokenizer::{Onset, STRAIN_BARS};
 use candle_core::{Result, Tensor};
 
 /// The decode-only network: the weights of an [`Lstm`], laid out for matrix-vector products.
@@ -34,6 +35,9 @@ pub struct FastLstm {
     pos_in: Vec<f32>,
     /// Same for the header tokens, `[vocab, 4H]`.
     cond_in: Vec<f32>,
+    /// Format 3: same for bars-to-cadence (`[8, 4H]`) and the chord inputs (`[13, 4H]`).
+    cadence_in: Vec<f32>,
+    chord_in: Vec<f32>,
     layers: Vec<Layer>,
     pitch_head: Dense,
     dur_in: Dense,
@@ -97,6 +101,8 @@ impl FastLstm {
             tok_in: flat(w.tok_in)?,
             pos_in: flat(w.pos_in)?,
             cond_in: flat(w.cond_in)?,
+            cadence_in: w.cadence_in.map(flat).transpose()?.unwrap_or_default(),
+            chord_in: w.chord_in.map(flat).transpose()?.unwrap_or_default(),
             layers,
             pitch_head: dense(w.pitch_head)?,
             dur_in: dense(w.dur_in)?,
@@ -135,25 +141,38 @@ impl FastLstm {
     }
 
     /// Reads the previous note (`prev_pitch`, `prev_dur` tokens; `BOS`, `PAD` before the
-    /// first) and the bar position `pos` of the next note; returns the next note's pitch
-    /// logits over the vocabulary (valid until the next call).
+    /// first) and where the next note starts; returns the next note's pitch logits over
+    /// the vocabulary (valid until the next call).
     pub fn step<'s>(
         &self,
         prev_pitch: u32,
         prev_dur: u32,
-        pos: u16,
+        at: Onset,
         s: &'s mut FastState,
     ) -> &'s [f32] {
         let hid = self.config.hidden;
         let g = 4 * hid;
-        let pos = (pos as usize).min(self.config.max_pos - 1);
-        // Layer 0's input: three precomputed rows plus the conditioning (same sum order as
-        // the candle step).
+        let pos = (at.pos as usize).min(self.config.max_pos - 1);
+        // Layer 0's input: precomputed rows plus the conditioning (same sum order as the
+        // candle step).
         s.input
             .copy_from_slice(row(&self.tok_in, prev_pitch as usize, g));
         add(&mut s.input, row(&self.tok_in, prev_dur as usize, g));
         add(&mut s.input, row(&self.pos_in, pos, g));
         add(&mut s.input, &s.cond);
+        if self.config.strain_and_chord {
+            let cadence = (at.cadence as usize).min(STRAIN_BARS as usize - 1);
+            add(&mut s.input, row(&self.cadence_in, cadence, g));
+            // The chord's multi-hot row times its projection: the rows of its pitch
+            // classes, or the "no chord" row.
+            let chord = at.chord & 0xfff;
+            if chord == 0 {
+                add(&mut s.input, row(&self.chord_in, 12, g));
+            }
+            for pc in (0..12).filter(|pc| chord >> pc & 1 == 1) {
+                add(&mut s.input, row(&self.chord_in, pc, g));
+            }
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             // Gates: recurrent product (and, above layer 0, input product) plus input.
             s.gates.fill(0.0);
@@ -299,9 +318,14 @@ mod tests {
         let mut state = fast.state();
         fast.start(cond, &mut state);
         for note in 0..40 {
-            let (p, d, pos, next) = (tok(), tok(), (tok() % 60) as u16, tok());
-            let want = model.step(p, d, pos, &mut reference).unwrap();
-            assert_close(fast.step(p, d, pos, &mut state), &want, note);
+            let (p, d, next) = (tok(), tok(), tok());
+            let at = Onset {
+                pos: (tok() % 60) as u16,
+                cadence: (tok() % 8) as u8,
+                chord: (tok() * 37 % 4096) as u16,
+            };
+            let want = model.step(p, d, at, &mut reference).unwrap();
+            assert_close(fast.step(p, d, at, &mut state), &want, note);
             let want = model.duration_logits(next, &reference).unwrap();
             assert_close(fast.duration_logits(next, &mut state), &want, note);
         }
@@ -323,7 +347,13 @@ mod tests {
             dur_hidden: 7,
             ..Default::default()
         };
-        assert_matches_candle(config, 1);
+        assert_matches_candle(config.clone(), 1);
+        // Format 2 (no strain or chord inputs) still decodes.
+        let v2 = LstmConfig {
+            strain_and_chord: false,
+            ..config
+        };
+        assert_matches_candle(v2, 4);
     }
 
     #[test]

@@ -29,7 +29,17 @@ pub const METRICS_FILE: &str = "metrics.json";
 /// Optional: the originality guard built from the training tunes (`model::copyguard`).
 pub const GUARD_FILE: &str = "copyguard.bin";
 /// Version 2: one step per note, conditioning at every step (version 1 read tokens).
-const FORMAT: &str = "melodist-neural-lstm/2";
+const FORMAT_2: &str = "melodist-neural-lstm/2";
+/// Version 3: every step also reads bars-to-cadence and the chord (`tokenizer::Onset`).
+const FORMAT_3: &str = "melodist-neural-lstm/3";
+
+fn format_of(config: &LstmConfig) -> &'static str {
+    if config.strain_and_chord {
+        FORMAT_3
+    } else {
+        FORMAT_2
+    }
+}
 
 /// `config.json`: everything needed to rebuild the network around the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,7 +59,7 @@ pub fn save_model(dir: &Path, config: &LstmConfig, varmap: &candle_nn::VarMap) -
         .with_context(|| format!("cannot write {}", weights.display()))?;
     let bytes = std::fs::read(&weights)?;
     let file = ModelFile {
-        format: FORMAT.into(),
+        format: format_of(config).into(),
         model: config.clone(),
         weights_fnv1a: checksum(&bytes),
     };
@@ -61,9 +71,9 @@ pub fn save_model(dir: &Path, config: &LstmConfig, varmap: &candle_nn::VarMap) -
 pub fn load_model(config_json: &[u8], safetensors: &[u8]) -> Result<Lstm> {
     let file: ModelFile = serde_json::from_slice(config_json)
         .context("config.json is not a valid neural model config")?;
-    if file.format != FORMAT {
+    if file.format != format_of(&file.model) {
         bail!(
-            "config.json has format {:?}, this Melodist reads {FORMAT:?}",
+            "config.json has format {:?}, this Melodist reads {FORMAT_2:?} and {FORMAT_3:?}",
             file.format
         );
     }

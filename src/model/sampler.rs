@@ -35,6 +35,33 @@ impl Default for SamplerConfig {
     }
 }
 
+/// How a phrase ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// A half cadence: the phrase ends open, on scale degree 2 or 5, asking for an answer.
+    Open,
+    /// A full cadence: the phrase closes on the tonic.
+    Close,
+}
+
+impl Cadence {
+    /// Semitones above the tonic a cadence note may land on.
+    fn degrees(self) -> &'static [u8] {
+        match self {
+            Cadence::Open => &[2, 7],
+            Cadence::Close => &[0],
+        }
+    }
+}
+
+/// Degrees (semitones above the tonic) a cadence may rest on under a chord without them.
+const STABLE: [u8; 5] = [0, 2, 3, 4, 7];
+
+/// Logit penalty for moving on in the direction of a leap (a fourth or more) just made.
+const LEAP_PENALTY: f32 = 1.2;
+/// Smallest interval (semitones) that counts as a leap.
+pub const LEAP: i32 = 5;
+
 /// What the pitch step may and should do.
 pub struct PitchRules<'a> {
     pub key: &'a Key,
@@ -42,8 +69,14 @@ pub struct PitchRules<'a> {
     pub low: u8,
     pub high: u8,
     pub allow_rest: bool,
-    /// Last note of the phrase: favour tonic, fifth, third.
-    pub cadence: bool,
+    /// The phrase's final note: only the cadence's degrees (when the register has one).
+    pub cadence: Option<Cadence>,
+    /// The last two pitches played (older first): after a leap, the melody turns back.
+    pub last_two: Option<(u8, u8)>,
+    /// The chord sounding under the note (bit `i` = pitch class `i`; 0 = none) and the
+    /// logit bonus of its tones (*Chord fit*, larger on strong beats).
+    pub chord: u16,
+    pub chord_bonus: f32,
     /// Density bias: positive = busier (fewer rests).
     pub beta: f32,
     /// What was played one bar earlier at this position (`Some(None)` = a rest).
@@ -54,31 +87,52 @@ pub struct PitchRules<'a> {
     pub repeat_penalty: f32,
 }
 
+/// Where a cadence note may land, by rule, tried in order: 0, a chord tone on the
+/// cadence's degrees; 1, a stable chord tone (a tonic ending over a G chord in A minor
+/// would clash, so it rests on B or D); 2, the cadence's degrees (no chord).
+fn lands(r: &PitchRules, c: Cadence, rule: usize, p: u8) -> bool {
+    let degree = r.key.relative_pc(p);
+    let in_chord = r.chord >> (p % 12) & 1 == 1;
+    match rule {
+        0 => in_chord && c.degrees().contains(&degree),
+        1 => in_chord && STABLE.contains(&degree),
+        _ => c.degrees().contains(&degree),
+    }
+}
+
 /// Fills `bias` for a pitch step: only REST and pitches in register (and key) survive.
 pub fn pitch_bias(bias: &mut [f32], r: &PitchRules) {
     bias.fill(f32::NEG_INFINITY);
-    if r.allow_rest {
+    if r.allow_rest && r.cadence.is_none() {
         bias[REST as usize] = -r.beta * 1.5;
     }
+    let allowed = |p: u8| !r.scale_lock || r.key.contains(p);
+    // The first landing rule some pitch of the register satisfies (see `lands`).
+    let cadence = r.cadence.and_then(|c| {
+        let rule =
+            (0..3).find(|&rule| (r.low..=r.high).any(|p| allowed(p) && lands(r, c, rule, p)))?;
+        Some((c, rule))
+    });
     for p in r.low..=r.high {
         let Some(tok) = key_pitch_token(p, *r.key) else {
             continue;
         };
-        if r.scale_lock && !r.key.contains(p) {
+        if !allowed(p) || cadence.is_some_and(|(c, rule)| !lands(r, c, rule, p)) {
             continue;
         }
         let mut b = 0.0;
-        if r.cadence {
-            b += match r.key.relative_pc(p) {
-                0 => 6f32,
-                7 => 2.0,
-                3 | 4 => 1.5,
-                _ => 0.5,
+        if let Some((a, z)) = r.last_two {
+            let leap = z as i32 - a as i32;
+            let next = p as i32 - z as i32;
+            if leap.abs() >= LEAP && next.signum() == leap.signum() {
+                b -= LEAP_PENALTY;
             }
-            .ln();
         }
         if r.repeated == Some(p) {
             b -= r.repeat_penalty;
+        }
+        if r.chord >> (p % 12) & 1 == 1 {
+            b += r.chord_bonus;
         }
         bias[tok as usize] = b;
     }
@@ -176,13 +230,15 @@ mod tests {
         fn masks_hold_for_any_logits(
             logits in proptest::collection::vec(-30f32..30.0, VOCAB),
             tonic in 0u8..12, scale in 0usize..9, low in 30u8..90, span in 12u8..30,
-            temp in 0.1f32..3.0, seed in any::<u64>(), rest in any::<bool>(), cadence in any::<bool>(),
+            temp in 0.1f32..3.0, seed in any::<u64>(), rest in any::<bool>(), cadence in 0usize..3,
         ) {
+            let cadence = [None, Some(Cadence::Open), Some(Cadence::Close)][cadence];
             let key = Key::new(PitchClass::from_index(tonic), Scale::ALL[scale]);
             let high = low + span;
             let mut bias = vec![0.0; VOCAB];
             let rules = PitchRules {
                 key: &key, scale_lock: true, low, high, allow_rest: rest, cadence, beta: 0.5,
+                last_two: Some((low, low + 7)), chord: 0, chord_bonus: 2.0,
                 motif: Some(Some(low.saturating_sub(1))), motif_weight: 5.0, repeated: None, repeat_penalty: 1.0,
             };
             pitch_bias(&mut bias, &rules);
@@ -191,14 +247,67 @@ mod tests {
             for _ in 0..20 {
                 let tok = sample(&logits, &bias, temp, 0.9, &mut rng, &mut scratch).unwrap();
                 match token_key_pitch(tok, key) {
-                    Some(p) => prop_assert!(key.contains(p) && (low..=high).contains(&p), "pitch {}", p),
-                    None => prop_assert!(rest && tok == REST, "token {}", tok),
+                    Some(p) => {
+                        prop_assert!(key.contains(p) && (low..=high).contains(&p), "pitch {}", p);
+                        let lands = |c: Cadence, p: u8| c.degrees().contains(&key.relative_pc(p));
+                        if let Some(c) = cadence.filter(|&c| (low..=high).any(|q| key.contains(q) && lands(c, q))) {
+                            prop_assert!(lands(c, p), "cadence {:?} on {}", c, p);
+                        }
+                    }
+                    None => prop_assert!(rest && cadence.is_none() && tok == REST, "token {}", tok),
                 }
             }
             duration_bias(&mut bias, 9, 0.0, None, 0.0);
             let tok = sample(&logits, &bias, temp, 0.9, &mut rng, &mut scratch).unwrap();
             prop_assert!(token_ticks(tok).unwrap() <= 12);
         }
+    }
+
+    #[test]
+    fn cadences_land_on_their_degrees_and_leaps_turn_back() {
+        let key = Key::new(PitchClass::D, Scale::Minor);
+        let rules = |cadence, last_two| PitchRules {
+            key: &key,
+            scale_lock: true,
+            low: 60,
+            high: 84,
+            allow_rest: true,
+            cadence,
+            last_two,
+            chord: 0,
+            chord_bonus: 0.0,
+            beta: 0.0,
+            motif: None,
+            motif_weight: 0.0,
+            repeated: None,
+            repeat_penalty: 0.0,
+        };
+        let open = |bias: &[f32]| -> Vec<u8> {
+            (60..=84)
+                .filter(|&p| bias[key_pitch_token(p, key).unwrap() as usize].is_finite())
+                .collect()
+        };
+        let mut bias = vec![0.0; VOCAB];
+        pitch_bias(&mut bias, &rules(Some(Cadence::Close), None));
+        assert_eq!(open(&bias), vec![62, 74]);
+        assert!(
+            bias[REST as usize].is_infinite(),
+            "a cadence is a note, not a rest"
+        );
+        pitch_bias(&mut bias, &rules(Some(Cadence::Open), None));
+        assert_eq!(open(&bias), vec![64, 69, 76, 81]);
+        // A closing cadence under a C chord (C-E-G, no D) rests on its stable tone E.
+        let under_c = PitchRules {
+            chord: 0b1001_0001,
+            ..rules(Some(Cadence::Close), None)
+        };
+        pitch_bias(&mut bias, &under_c);
+        assert_eq!(open(&bias), vec![64, 76]);
+        // After a leap up a sixth (62 → 70), going further up costs; turning back does not.
+        pitch_bias(&mut bias, &rules(None, Some((62, 70))));
+        let b = |p: u8| bias[key_pitch_token(p, key).unwrap() as usize];
+        assert!(b(72) < b(69));
+        assert_eq!(b(69), 0.0);
     }
 
     #[test]

@@ -22,9 +22,12 @@
 //!   tonic's octave boundary (D → B) moves it an octave in token space, so the model
 //!   learns each melody shape in several registers.
 //!
-//! Bar lines are not tokens: every token also carries its **position in the bar** (the
-//! tick, mod bar length, at which the next note starts once this token is read). It is
-//! derived from the durations, never predicted. The model reads the sequence one note per
+//! Bar lines are not tokens: every token also carries an [`Onset`], where the next note
+//! starts once this token is read: its **position in the bar** (derived from the durations,
+//! never predicted), how many bars are left to the end of the 8-bar **strain** (so the
+//! model learns where phrases close: the corpus's tunes are 8-bar strains with 4-bar
+//! halves), and the **chord** sounding there, relative to the key (the Bach chorales give
+//! the other voices' chord under every note; tunes without chords read "no chord"). The model reads the sequence one note per
 //! step ([`NoteSeq`]: previous pitch and duration, position of the next onset, header as
 //! conditioning), which keeps recurrent steps few (speed) while it always knows where the
 //! downbeat is.
@@ -67,6 +70,59 @@ pub const STYLE0: u32 = KEY0 + 24;
 pub const VOCAB: usize = (STYLE0 + Style::COUNT as u32) as usize;
 /// Position-in-bar values the model distinguishes (ticks); longer bars are clamped.
 pub const MAX_POS: usize = 96;
+/// Bars in a strain, the unit the `cadence` input counts down (the corpus's tunes are
+/// built of 8-bar strains with 4-bar halves: antecedent, then consequent).
+pub const STRAIN_BARS: u8 = 8;
+/// The chord input: 12 pitch classes relative to the tonic, plus a "no chord" flag.
+pub const CHORD_INPUTS: usize = 13;
+
+/// What the model knows about the moment the next note starts, besides the notes before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Onset {
+    /// Position in the bar (ticks), clamped below [`MAX_POS`].
+    pub pos: u16,
+    /// Bars left to the end of the strain: 0 is the closing bar (full cadence), 4 the bar
+    /// that ends the first half (half cadence). Read by format-3 models only.
+    pub cadence: u8,
+    /// The chord under the note: bit `i` set when the pitch class `i` semitones above the
+    /// tonic sounds; 0 means no chord. Read by format-3 models only.
+    pub chord: u16,
+}
+
+impl Onset {
+    pub fn at(pos_ticks: u32) -> Onset {
+        Onset {
+            pos: (pos_ticks as usize).min(MAX_POS - 1) as u16,
+            ..Onset::default()
+        }
+    }
+
+    /// The onset's bars-to-cadence when it lies in bar `bar` of a piece whose strains start
+    /// at bar `first` (the first full bar).
+    pub fn with_strain(mut self, bar: i64, first: i64) -> Onset {
+        self.cadence = STRAIN_BARS - 1 - (bar - first).rem_euclid(STRAIN_BARS as i64) as u8;
+        self
+    }
+
+    /// The onset with `left` bars to the strain's cadence.
+    pub fn with_strain_left(mut self, left: u8) -> Onset {
+        self.cadence = left.min(STRAIN_BARS - 1);
+        self
+    }
+
+    pub fn with_chord(mut self, chord: u16) -> Onset {
+        self.chord = chord & 0xfff;
+        self
+    }
+}
+
+/// A chord given by absolute pitch classes (bit `i` = pitch class `i`, C = 0) made
+/// relative to the key's tonic, as the model reads it.
+pub fn relative_chord(absolute: u16, key: Key) -> u16 {
+    let m = (absolute & 0xfff) as u32;
+    let t = key.tonic.semitone() as u32;
+    (((m >> t) | (m << (12 - t))) & 0xfff) as u16
+}
 
 /// Coarse style tags the corpus can provide (collection or the tune type in the title).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -93,38 +149,75 @@ impl Style {
         "dance",
     ];
 
-    /// Guesses the style from a file path and tune title: Bach chorale folders, then the
-    /// tune-type words O'Neill and Ryan put in titles. Unknown folders give `Any`.
+    /// Guesses the style from a file path and tune title: Bach chorale folders, the
+    /// sections of O'Neill's *Music of Ireland* (by tune number: the book is ordered by
+    /// tune type and its titles rarely name it), then tune-type **words** in titles
+    /// ("Fairy Reel" is a reel, not an air; "The Slipjig" is a slip jig). Other folk tunes
+    /// are `Dance`; unknown folders give `Any`. Waltz and polka are never guessed: the
+    /// corpus has no such tunes, so those presets are conditioned as `Any` (see [`Style::parse`]).
     pub fn guess(path: &Path, title: &str) -> Style {
         let p = path.to_string_lossy().to_lowercase();
-        let t = title.to_lowercase();
-        if p.contains("bach") || p.contains("chorale") || t.contains("chorale") {
+        let words: Vec<String> = title
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect();
+        let has = |w: &str| {
+            words
+                .iter()
+                .any(|x| x == w || x.strip_suffix('s') == Some(w))
+        };
+        let slip = has("slipjig") || words.windows(2).any(|w| w[0] == "slip" && w[1] == "jig");
+        if p.contains("bach") || p.contains("chorale") || has("chorale") {
             return Style::Chorale;
         }
-        let folk = p.contains("oneill") || p.contains("ryan");
-        // Most specific words first ("slip jig" before "jig").
+        if slip {
+            return Style::SlipJig;
+        }
+        // Most specific words first; a clog is a hornpipe in 2/2.
         for (word, style) in [
-            ("slip jig", Style::SlipJig),
             ("hornpipe", Style::Hornpipe),
+            ("clog", Style::Hornpipe),
             ("reel", Style::Reel),
             ("jig", Style::Jig),
             ("march", Style::March),
             ("air", Style::Air),
-            ("waltz", Style::Waltz),
-            ("polka", Style::Polka),
         ] {
-            if t.contains(word) {
+            if has(word) {
                 return style;
             }
         }
-        if folk { Style::Dance } else { Style::Any }
+        if let Some(style) = oneill_section(&p) {
+            return style;
+        }
+        if p.contains("oneill") || p.contains("ryan") {
+            Style::Dance
+        } else {
+            Style::Any
+        }
     }
 
+    /// The tag a preset's style name conditions the model on. Tags without training tunes
+    /// (waltz, polka) fall back to `Any`, so their untrained embedding is never used.
     pub fn parse(name: &str) -> Option<Style> {
         let i = Self::NAMES
             .iter()
             .position(|n| n.eq_ignore_ascii_case(name.trim()))?;
-        Some(Self::from_index(i))
+        match Self::from_index(i) {
+            Style::Waltz | Style::Polka => Some(Style::Any),
+            style => Some(style),
+        }
+    }
+
+    /// The meter the model is conditioned on for this style: reels and hornpipes were
+    /// written in 2/2 (and 2/4), never 4/4, and a 2/2 bar is a 4/4 bar, so a 4/4 session
+    /// asks for 2/2 and gets the style the model learned.
+    pub fn model_meter(self, meter: Meter) -> Meter {
+        match self {
+            Style::Reel | Style::Hornpipe if meter == Meter::new(4, 4) => Meter::new(2, 2),
+            _ => meter,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -141,6 +234,27 @@ impl Style {
     pub fn token(self) -> u32 {
         STYLE0 + self as u32
     }
+}
+
+/// The tune type of an O'Neill *Music of Ireland* file (`oneills_NNNN.mid`) from its number:
+/// the book runs airs (1–663), double jigs (664–1115), slip jigs (1116–1175), reels
+/// (1176–1557), hornpipes (1558–1750), then long dances and marches (left untagged).
+/// Boundaries read off the corpus's meters, which change with each section.
+fn oneill_section(path: &str) -> Option<Style> {
+    let name = path.rsplit(['/', '\\']).next()?;
+    let digits: String = name
+        .strip_prefix("oneills_")?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some(match digits.parse::<u32>().ok()? {
+        1..=663 => Style::Air,
+        664..=1115 => Style::Jig,
+        1116..=1175 => Style::SlipJig,
+        1176..=1557 => Style::Reel,
+        1558..=1750 => Style::Hornpipe,
+        _ => return None,
+    })
 }
 
 pub fn pitch_token(pitch: u8) -> Option<u32> {
@@ -202,18 +316,18 @@ pub fn token_key(token: u32) -> Option<Key> {
     })
 }
 
-/// A tokenised melody: `tokens[i]` with `pos[i]`, the position in the bar (ticks) of the
-/// next onset once `tokens[i]` has been read.
+/// A tokenised melody: `tokens[i]` with `at[i]`, where the next onset lies (position in
+/// the bar, strain, chord) once `tokens[i]` has been read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TokenSeq {
     pub tokens: Vec<u32>,
-    pub pos: Vec<u16>,
+    pub at: Vec<Onset>,
 }
 
 impl TokenSeq {
-    pub fn push(&mut self, token: u32, pos_ticks: u32) {
+    pub fn push(&mut self, token: u32, at: Onset) {
         self.tokens.push(token);
-        self.pos.push((pos_ticks as usize).min(MAX_POS - 1) as u16);
+        self.at.push(at);
     }
 
     pub fn len(&self) -> usize {
@@ -249,10 +363,10 @@ impl TokenSeq {
 }
 
 /// The header every sequence starts with.
-pub fn header(style: Style, meter: Meter, key: Key, first_pos: u32) -> TokenSeq {
+pub fn header(style: Style, meter: Meter, key: Key, first: Onset) -> TokenSeq {
     let mut seq = TokenSeq::default();
     for t in [BOS, style.token(), meter_token(meter), key_token(key)] {
-        seq.push(t, first_pos);
+        seq.push(t, first);
     }
     seq
 }
@@ -264,15 +378,15 @@ pub fn cond_tokens(style: Style, meter: Meter, key: Key) -> [u32; 3] {
 
 /// The model's view of a token sequence: one step per note (see `model::lstm`).
 ///
-/// Step `t` reads the previous note (`BOS`, `PAD` before the first) and the bar position
-/// where note `t` starts, and predicts note `t`'s pitch-kind token (pitch, `REST` or `END`)
+/// Step `t` reads the previous note (`BOS`, `PAD` before the first) and where note `t`
+/// starts ([`Onset`]), and predicts note `t`'s pitch-kind token (pitch, `REST` or `END`)
 /// and duration token (`PAD` after `END`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NoteSeq {
     pub cond: [u32; 3],
     pub prev_pitch: Vec<u32>,
     pub prev_dur: Vec<u32>,
-    pub pos: Vec<u32>,
+    pub at: Vec<Onset>,
     pub pitch: Vec<u32>,
     pub dur: Vec<u32>,
 }
@@ -299,7 +413,7 @@ impl NoteSeq {
             let last = t[i] == END || i + 1 >= t.len();
             out.prev_pitch.push(prev_p);
             out.prev_dur.push(prev_d);
-            out.pos.push(seq.pos[i] as u32);
+            out.at.push(seq.at[i]);
             out.pitch.push(t[i]);
             out.dur.push(if last { PAD } else { t[i + 1] });
             if last {
@@ -317,13 +431,30 @@ pub fn melody_key(m: &Melody) -> Option<Key> {
     m.key.or_else(|| detect_key(&histogram(m)))
 }
 
-/// Encodes a melody. `None` if it has no notes or a pitch outside 24..=107.
+/// Encodes a melody without chords. `None` if it has no notes or a pitch outside 24..=107.
 pub fn encode(m: &Melody, style: Style) -> Option<TokenSeq> {
+    encode_with_chords(m, style, |_| 0)
+}
+
+/// Encodes a melody; `chord_at(tick)` gives the absolute pitch classes sounding under an
+/// onset (0 for none). Strains are counted from the first full bar: a file with a pickup
+/// starts with a silent lead-in, so the pickup's notes close the strain "before" bar 1.
+pub fn encode_with_chords(
+    m: &Melody,
+    style: Style,
+    chord_at: impl Fn(u32) -> u16,
+) -> Option<TokenSeq> {
     let key = melody_key(m)?;
     let events = events_of(m);
     let first = events.first()?;
     let bar = bar_ticks(m.meter);
-    let mut seq = header(style, m.meter, key, 0);
+    let first_full = (first.start_tick > 0) as i64;
+    let onset = |tick: u32| {
+        Onset::at(tick % bar)
+            .with_strain((tick / bar) as i64, first_full)
+            .with_chord(relative_chord(chord_at(tick), key))
+    };
+    let mut seq = header(style, m.meter, key, onset(0));
     // Leading silence as rests (largest durations first), so onsets survive a round trip.
     let mut t = 0;
     while first.start_tick - t >= DURATIONS[0] {
@@ -331,27 +462,27 @@ pub fn encode(m: &Melody, style: Style) -> Option<TokenSeq> {
             .iter()
             .rposition(|&d| d <= first.start_tick - t)
             .unwrap_or(0);
-        seq.push(REST, t % bar);
+        seq.push(REST, onset(t));
         t += DURATIONS[d];
-        seq.push(dur_token(d as u8), t % bar);
+        seq.push(dur_token(d as u8), onset(t));
     }
     for (i, ev) in events.iter().enumerate() {
         seq.push(
             ev.pitch.map_or(Some(REST), |p| key_pitch_token(p, key))?,
-            ev.start_tick % bar,
+            onset(ev.start_tick),
         );
         let next = events
             .get(i + 1)
             .map_or(ev.start_tick + DURATIONS[ev.duration as usize], |n| {
                 n.start_tick
             });
-        seq.push(dur_token(ev.duration), next % bar);
+        seq.push(dur_token(ev.duration), onset(next));
     }
-    let end_pos = *seq.pos.last().expect("at least one note") as u32;
-    seq.push(END, end_pos);
+    let end = *seq.at.last().expect("at least one note");
+    seq.push(END, end);
     // The header's positions are the first token's onset.
-    let first_pos = seq.pos[4];
-    seq.pos[..4].fill(first_pos);
+    let first_at = seq.at[4];
+    seq.at[..4].fill(first_at);
     Some(seq)
 }
 
@@ -436,6 +567,7 @@ mod tests {
         }
         assert!(Style::Dance.token() < VOCAB as u32);
         assert_eq!(Style::parse("Slip jig"), Some(Style::SlipJig));
+        assert_eq!(Style::parse("waltz"), Some(Style::Any));
         assert_eq!(meter_token(Meter::new(7, 8)), METER0 + METERS.len() as u32);
     }
 
@@ -482,7 +614,7 @@ mod tests {
             .iter()
             .position(|&t| token_pitch(t).is_some())
             .unwrap();
-        assert_eq!(seq.pos[first_pitch], 30);
+        assert_eq!(seq.at[first_pitch].pos, 30);
 
         // The model's note steps: the same notes, each reading the one before.
         let steps = NoteSeq::from_tokens(&seq);
@@ -496,15 +628,73 @@ mod tests {
         for i in 0..steps.len() - 1 {
             assert_eq!(steps.pitch[i], seq.tokens[4 + 2 * i]);
             assert_eq!(steps.dur[i], seq.tokens[5 + 2 * i]);
-            assert_eq!(steps.pos[i], seq.pos[4 + 2 * i] as u32);
+            assert_eq!(steps.at[i], seq.at[4 + 2 * i]);
             assert_eq!(
                 (steps.prev_pitch[i + 1], steps.prev_dur[i + 1]),
                 (steps.pitch[i], steps.dur[i])
             );
         }
         // END sits where the next note would have started: after the final 2-beat note.
-        assert_eq!(*steps.pos.last().unwrap(), 0);
-        assert_eq!(steps.pos[steps.len() - 2], 12);
+        assert_eq!(steps.at.last().unwrap().pos, 0);
+        assert_eq!(steps.at[steps.len() - 2].pos, 12);
+    }
+
+    #[test]
+    fn styles_match_whole_words_and_book_sections() {
+        let ryan = Path::new("corpus/ryansMammoth/ryan_0001.mid");
+        let guess = |t: &str| Style::guess(ryan, t);
+        assert_eq!(guess("The Fairy Reel"), Style::Reel);
+        assert_eq!(guess("The Slipjig"), Style::SlipJig);
+        assert_eq!(guess("Drops of Brandy (Slip Jig)"), Style::SlipJig);
+        assert_eq!(guess("Fair-Haired Mary"), Style::Dance);
+        assert_eq!(guess("Reels of Bogie"), Style::Reel);
+        assert_eq!(guess("Marching Through Georgia"), Style::Dance);
+        assert_eq!(guess("Cincinnati Clog"), Style::Hornpipe);
+        let oneill = |n: &str| Style::guess(&Path::new("pd/oneills1850").join(n), "Untitled");
+        assert_eq!(oneill("oneills_0002.mid"), Style::Air);
+        assert_eq!(oneill("oneills_0700.mid"), Style::Jig);
+        assert_eq!(oneill("oneills_1120.mid"), Style::SlipJig);
+        assert_eq!(oneill("oneills_1200.mid"), Style::Reel);
+        assert_eq!(oneill("oneills_1600.mid"), Style::Hornpipe);
+        assert_eq!(oneill("oneills_1800.mid"), Style::Dance);
+        let chorale = Path::new("pd/bach/bwv10.7_soprano.mid");
+        assert_eq!(Style::guess(chorale, "Air"), Style::Chorale);
+        assert_eq!(Style::Reel.model_meter(Meter::new(4, 4)), Meter::new(2, 2));
+        assert_eq!(Style::Jig.model_meter(Meter::new(6, 8)), Meter::new(6, 8));
+    }
+
+    #[test]
+    fn strains_and_chords_reach_every_onset() {
+        // A one-beat pickup in 4/4, then full bars of quarters; a C-major chord throughout.
+        let notes: Vec<(f64, u8)> = (0..20).map(|i| (1.0, 60 + (i % 5) as u8)).collect();
+        let m = melody(Meter::new(4, 4), 3.0, &notes);
+        let seq = encode_with_chords(&m, Style::Any, |_| 0b1001_0001).unwrap();
+        let steps = NoteSeq::from_tokens(&seq);
+        // Key D: C-E-G is 10, 2, 5 semitones above the tonic.
+        let want = (1 << 10) | (1 << 2) | (1 << 5);
+        assert!(steps.at.iter().all(|a| a.chord == want));
+        // The first real note is the pickup: the end of the strain before bar 1.
+        let first = steps
+            .pitch
+            .iter()
+            .position(|&p| token_pitch(p).is_some())
+            .unwrap();
+        assert_eq!(steps.at[first].cadence, 0);
+        // Then bar 1 starts a strain (7 bars to go) and the 4 notes of bar 1 share it.
+        assert!(
+            steps.at[first + 1..first + 5]
+                .iter()
+                .all(|a| a.cadence == 7)
+        );
+        assert!(
+            steps.at[first + 5..first + 9]
+                .iter()
+                .all(|a| a.cadence == 6)
+        );
+        assert_eq!(
+            relative_chord(0b1001_0001, Key::new(PitchClass::C, Scale::Major)),
+            0b1001_0001
+        );
     }
 
     #[test]

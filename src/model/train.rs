@@ -6,7 +6,8 @@
 //! - Validation split **by tune** with a fixed salt; the voices of one Bach chorale
 //!   (`bwvNNN_soprano/alto/tenor/bass`) share a group so they fall on the same side.
 //! - Each epoch every window gets a random transposition (−5..=+6 semitones, kept inside
-//!   the pitch vocabulary) and its style tag is dropped 15% of the time.
+//!   the pitch vocabulary); its style tag is dropped 15% of the time and its chords (the
+//!   other voices of a chorale) 25% of the time.
 //! - AdamW, linear warmup then cosine decay to a tenth of the peak rate, gradient clipping.
 //! - Before training: the originality guard (`copyguard.bin`) from every tune read.
 //! - After every epoch: validation bits/note; the best weights are kept as the model, a
@@ -15,12 +16,14 @@
 
 use super::adamw::AdamW;
 use super::copyguard::{CopyGuard, melody_line};
-use super::lstm::{Lstm, LstmConfig, NoteBatch};
+use super::grid::TPQ;
+use super::lstm::{Lstm, LstmConfig, NoteBatch, chord_row};
 use super::tokenizer::{
-    DUR0, END, METER0, NoteSeq, PAD, PITCH0, REST, Style, TokenSeq, encode, token_pitch,
+    CHORD_INPUTS, DUR0, END, METER0, NoteSeq, PAD, PITCH0, REST, Style, TokenSeq, encode,
+    encode_with_chords, token_pitch,
 };
 use super::{GUARD_FILE, METRICS_FILE, save_model};
-use crate::midi::{Melody, collect_midi_files, read_melody};
+use crate::midi::{Melody, MelodyNote, collect_midi_files, read_melody};
 use crate::music::{SeedRng, fnv1a};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
@@ -29,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Share of training windows whose chords are hidden (read as "no chord").
+const CHORD_DROPOUT: f32 = 0.25;
 /// Percentage of tunes (by group) held out for validation.
 pub const VAL_PERCENT: u64 = 5;
 const SPLIT_SALT: &str = "melodist-split-v1";
@@ -44,9 +49,29 @@ pub struct CorpusTune {
     pub group: String,
     pub style: Style,
     pub melody: Melody,
+    /// The other voices of the same piece (the Bach chorales' alto, tenor and bass under a
+    /// soprano, and so on): the chord under every note. Empty for single-line tunes.
+    pub harmony: Vec<MelodyNote>,
 }
 
 impl CorpusTune {
+    /// The tune as the model reads it, with the chord of the other voices under each note.
+    pub fn encode(&self) -> Option<TokenSeq> {
+        encode_with_chords(&self.melody, self.style, |tick| {
+            let q = tick as f64 / TPQ as f64;
+            let sounding = |n: &&MelodyNote| n.start <= q + 1e-6 && q + 1e-6 < n.start + n.duration;
+            self.harmony
+                .iter()
+                .filter(sounding)
+                .fold(0u16, |mask, n| mask | 1 << (n.pitch % 12))
+        })
+    }
+
+    /// The same without its chords (what a producer without a chord track gives the model).
+    pub fn encode_without_chords(&self) -> Option<TokenSeq> {
+        encode(&self.melody, self.style)
+    }
+
     pub fn is_validation(&self) -> bool {
         let h = fnv1a(format!("{SPLIT_SALT}/{}", self.group).as_bytes());
         h % 100 < VAL_PERCENT
@@ -80,12 +105,37 @@ pub fn load_corpus(dirs: &[PathBuf]) -> Result<(Vec<CorpusTune>, usize)> {
                     group,
                     style,
                     melody,
+                    harmony: vec![],
                 });
             }
             _ => skipped += 1,
         }
     }
+    add_harmony(&mut tunes);
     Ok((tunes, skipped))
+}
+
+/// Gives every voice of a multi-voice piece (files `NAME_soprano.mid`, `NAME_alto.mid`, …
+/// in one folder) the notes of its other voices.
+fn add_harmony(tunes: &mut [CorpusTune]) {
+    let mut by_piece: std::collections::HashMap<(PathBuf, String), Vec<usize>> = Default::default();
+    for (i, t) in tunes.iter().enumerate() {
+        let folder = t.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        by_piece
+            .entry((folder, t.group.clone()))
+            .or_default()
+            .push(i);
+    }
+    for voices in by_piece.values().filter(|v| v.len() > 1) {
+        for &i in voices {
+            let others: Vec<MelodyNote> = voices
+                .iter()
+                .filter(|&&j| j != i)
+                .flat_map(|&j| tunes[j].melody.notes.clone())
+                .collect();
+            tunes[i].harmony = others;
+        }
+    }
 }
 
 /// Writes the originality guard for a model trained on `tunes` into `out` (see
@@ -212,7 +262,7 @@ pub fn train(
     out: &Path,
     opts: &TrainOptions,
 ) -> Result<Metrics> {
-    let encode_tune = |t: &CorpusTune| encode(&t.melody, t.style);
+    let encode_tune = CorpusTune::encode;
     let train_seqs: Vec<TokenSeq> = tunes
         .iter()
         .filter(|t| !t.is_validation())
@@ -424,10 +474,10 @@ pub fn windows(seq: &TokenSeq, max_len: usize) -> Vec<TokenSeq> {
         }
         let mut w = TokenSeq::default();
         for &t in &seq.tokens[..4] {
-            w.push(t, seq.pos[start - 1] as u32);
+            w.push(t, seq.at[start - 1]);
         }
         w.tokens.extend_from_slice(&seq.tokens[start..end]);
-        w.pos.extend_from_slice(&seq.pos[start..end]);
+        w.at.extend_from_slice(&seq.at[start..end]);
         out.push(w);
     }
     out
@@ -448,6 +498,11 @@ fn epoch_batches(windows: &[TokenSeq], batch: usize, mut rng: SeedRng) -> Vec<Ve
                     let mut w = windows[i].clone();
                     if rng.next_f32() < 0.15 {
                         w.tokens[1] = Style::Any.token();
+                    }
+                    // Chords are dropped now and then too, so a chorale line also
+                    // trains the model a producer without a chord track gets.
+                    if rng.next_f32() < CHORD_DROPOUT {
+                        w.at.iter_mut().for_each(|a| a.chord = 0);
                     }
                     let shift = (rng.next_u64() % 12) as i32 - 5;
                     NoteSeq::from_tokens(&w.transposed(shift).unwrap_or(w))
@@ -485,6 +540,8 @@ fn note_batch(seqs: &[NoteSeq]) -> Result<(NoteBatch, Targets)> {
         vec![PAD; n],
         vec![PAD; n],
     );
+    let mut cadence = vec![0u32; n];
+    let mut chord = vec![0f32; n * CHORD_INPUTS];
     let (mut pmask, mut dmask) = (vec![0f32; n], vec![0f32; n]);
     let mut cond = Vec::with_capacity(seqs.len() * 3);
     for (row, s) in seqs.iter().enumerate() {
@@ -492,7 +549,12 @@ fn note_batch(seqs: &[NoteSeq]) -> Result<(NoteBatch, Targets)> {
         let o = row * t;
         pp[o..o + s.len()].copy_from_slice(&s.prev_pitch);
         pd[o..o + s.len()].copy_from_slice(&s.prev_dur);
-        pos[o..o + s.len()].copy_from_slice(&s.pos);
+        for (i, at) in s.at.iter().enumerate() {
+            pos[o + i] = at.pos as u32;
+            cadence[o + i] = at.cadence as u32;
+            chord[(o + i) * CHORD_INPUTS..(o + i + 1) * CHORD_INPUTS]
+                .copy_from_slice(&chord_row(at.chord));
+        }
         pitch[o..o + s.len()].copy_from_slice(&s.pitch);
         dur[o..o + s.len()].copy_from_slice(&s.dur);
         for i in 0..s.len() {
@@ -511,6 +573,8 @@ fn note_batch(seqs: &[NoteSeq]) -> Result<(NoteBatch, Targets)> {
             prev_pitch: u(pp)?,
             prev_dur: u(pd)?,
             pos: u(pos)?,
+            cadence: u(cadence)?,
+            chord: Tensor::from_vec(chord, (seqs.len(), t, CHORD_INPUTS), dev)?,
             pitch: pitch.clone(),
         },
         Targets {
@@ -642,6 +706,7 @@ fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> indicati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tokenizer::Onset;
 
     #[test]
     fn schedule_warms_up_then_decays() {
@@ -654,10 +719,10 @@ mod tests {
     fn windows_keep_header_and_positions() {
         let mut seq = TokenSeq::default();
         for t in [1, 2, 3, 4] {
-            seq.push(t, 6);
+            seq.push(t, Onset::at(6));
         }
         for i in 0..20 {
-            seq.push(100 + i, i);
+            seq.push(100 + i, Onset::at(i));
         }
         let w = windows(&seq, 12);
         assert_eq!(w.len(), 3);
@@ -665,7 +730,7 @@ mod tests {
             w.iter()
                 .all(|w| w.tokens[..4] == [1, 2, 3, 4] && w.len() <= 12)
         );
-        assert_eq!(w[1].pos[0], 7); // position after the token before the window
+        assert_eq!(w[1].at[0].pos, 7); // position after the token before the window
         assert_eq!(w[1].tokens[4], 108);
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::editor::EditorSize;
 use crate::engine::Quantize;
-use crate::generator::{GenSettings, LoopLength, Mode};
+use crate::generator::{FormLength, GenSettings, LoopLength, Mode};
 use crate::music::{Key, PitchClass, Scale};
 use crate::presets::PresetLibrary;
 use nice_plug::prelude::*;
@@ -73,6 +73,12 @@ pub struct MelodistParams {
     /// How much each loop repeat changes: 0 = exact repeats, 1 = drifts to a new hook.
     #[id = "evolve"]
     pub evolve: FloatParam,
+    /// How strongly notes sit on the chords held on MIDI in (or given to `generate`).
+    #[id = "chordfit"]
+    pub chord_fit: FloatParam,
+    /// Form plan: sections of 8/16/32 bars whose phrases repeat, answer and vary each other.
+    #[id = "form"]
+    pub form: EnumParam<FormLength>,
     /// How many times "new idea" was pressed: part of the seed, saved with the project so
     /// the same idea plays back after reopening it.
     #[persist = "idea"]
@@ -167,6 +173,8 @@ impl Default for MelodistParams {
             .with_string_to_value(Arc::new(preset_index)),
             loop_length: EnumParam::new("Loop length", LoopLength::Off),
             evolve: unit("Evolve", 0.0),
+            form: EnumParam::new("Form", FormLength::Sixteen),
+            chord_fit: unit("Chord fit", 0.6),
             factory,
             idea: Arc::new(AtomicU32::new(0)),
             editor_size: Arc::default(),
@@ -209,6 +217,8 @@ impl MelodistParams {
             style: crate::model::tokenizer::Style::Any,
             loop_bars: self.loop_length.value().bars(),
             evolve: self.evolve.value(),
+            form: self.form.value().bars(),
+            chord_fit: self.chord_fit.value(),
         }
     }
 

@@ -1,0 +1,365 @@
+//! Form: phrases that continue each other, hooks that repeat and vary, cadences that land.
+//!
+//! The song is cut into **sections** of 8, 16 or 32 bars (the *Form* control; "free" keeps
+//! 16-bar sections with no repeats). Each section follows a **plan** drawn from the seed
+//! and the section number: a list of 4-bar phrases, each one of
+//! - `New`: written by the model, which first reads the phrase before it (continuity);
+//! - `Answer(i)`: the first two bars of phrase `i`, then a new ending that closes
+//!   (antecedent–consequent: "A" ends open on degree 2 or 5, "A′" closes on the tonic);
+//! - `Repeat(i)`: phrase `i` again, note for note;
+//! - `Vary(i)`: phrase `i` with a few notes moved by a scale step (rhythm and cadence kept).
+//!
+//! Pairs of phrases make an 8-bar strain, as in the corpus's tunes: the first half ends
+//! open, the second closes. The model is told at every note how many bars are left to the
+//! strain's cadence (`PhraseShape::strain_bar`), and the cadence note itself is placed by
+//! the decoder (strong beat, held, on a stable degree).
+//!
+//! A section is a pure function of (settings, meter, section number, the producer's
+//! context): it is computed whole, phrase after phrase, from its first bar, so bar N sounds
+//! the same whether reached by playing through or by jumping there, online or offline.
+
+use super::looping::vary_pitches;
+use super::{
+    Cadence, ContextNote, GenSettings, Generator, PHRASE_BARS, Phrase, PhraseRequest, PhraseShape,
+    render_phrase,
+};
+use crate::model::grid::bar_ticks;
+use crate::music::{BeatNote, Meter, SeedRng};
+
+/// Section lengths the *Form* control offers, in bars (0 = free: no repeats).
+pub const FORM_LENGTHS: [u8; 4] = [0, 8, 16, 32];
+/// Bars per section when the form is free.
+const FREE_SECTION: u8 = 16;
+/// Share of a varied phrase's notes (outside its cadence bar) that move.
+const VARY_SHARE: f32 = 0.2;
+
+/// What one phrase of a plan does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    New,
+    Answer(usize),
+    Repeat(usize),
+    Vary(usize),
+}
+
+/// One phrase of a section's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub role: Role,
+    pub cadence: Cadence,
+}
+
+/// Bars per section for the *Form* setting.
+pub fn section_bars(form: u8) -> u8 {
+    if FORM_LENGTHS[1..].contains(&form) {
+        form
+    } else {
+        FREE_SECTION
+    }
+}
+
+/// The plan of section `section` for the *Form* setting `form` (see the module doc).
+pub fn plan(form: u8, seed: u64, section: i64) -> Vec<Planned> {
+    use Cadence::{Close, Open};
+    use Role::*;
+    let phrases = section_bars(form) as usize / PHRASE_BARS;
+    let strains = |roles: &[Role]| -> Vec<Planned> {
+        (roles.iter().enumerate())
+            .map(|(i, &role)| Planned {
+                role,
+                cadence: if i % 2 == 0 { Open } else { Close },
+            })
+            .collect()
+    };
+    if form == 0 {
+        return strains(&vec![New; phrases]);
+    }
+    let mut rng = SeedRng::derive(&[seed, 0xf0f0, section as u64]);
+    let pick = rng.next_u64() % 5;
+    // Eight bars: one strain, answered or not.
+    let first: Vec<Role> = match pick {
+        0 => vec![New, New, New, New],                 // through-composed
+        1 => vec![New, Answer(0), New, Answer(2)],     // AA′BB′
+        2 => vec![New, Answer(0), New, Repeat(1)],     // AA′BA′
+        3 => vec![New, New, Repeat(0), Vary(1)],       // ABAB″
+        _ => vec![New, Answer(0), Vary(0), Answer(2)], // AA′A″A‴
+    };
+    let mut roles: Vec<Role> = first.into_iter().take(phrases.min(4)).collect();
+    // Thirty-two bars: the sixteen again, its new phrases varied.
+    while roles.len() < phrases {
+        let i = roles.len() - 4;
+        roles.push(match roles[i] {
+            New => Vary(i),
+            Answer(j) => Answer(j + 4),
+            Repeat(j) => Repeat(j + 4),
+            Vary(j) => Vary(j + 4),
+        });
+    }
+    strains(&roles)
+}
+
+/// The settings a section depends on (everything but the bar asked for).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SectionKey {
+    settings: GenSettings,
+    meter: Meter,
+    section: i64,
+    context_version: u64,
+}
+
+/// Plays the form: remembers the section last computed, so playing on costs one section
+/// (4–8 phrases, a few ms) every 8–32 bars.
+#[derive(Default)]
+pub struct FormPlayer {
+    section: Option<(SectionKey, Phrase)>,
+    /// How long writing the last section took (µs), for the editor's status line.
+    pub last_write_us: u32,
+}
+
+impl FormPlayer {
+    /// The notes of `bar_index`. `context` is the producer's phrase (Continue mode; it
+    /// leads into each section's first phrase) and `context_version` says when it or the
+    /// chords changed. `chords` are the song's, per tick from bar 0 (see
+    /// [`PhraseRequest::chords`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bar(
+        &mut self,
+        generator: &mut dyn Generator,
+        settings: GenSettings,
+        meter: Meter,
+        bar_index: i64,
+        context: &[ContextNote],
+        chords: &[u16],
+        context_version: u64,
+    ) -> Vec<BeatNote> {
+        let length = section_bars(settings.form) as i64;
+        let key = SectionKey {
+            settings,
+            meter,
+            section: bar_index.div_euclid(length),
+            context_version,
+        };
+        if self.section.as_ref().is_none_or(|(k, _)| *k != key) {
+            let started = std::time::Instant::now();
+            let first_tick = (key.section * length).max(0) as usize * bar_ticks(meter) as usize;
+            let chords = chords.get(first_tick..).unwrap_or(&[]);
+            let bars = write_section(generator, settings, meter, key.section, context, chords);
+            self.last_write_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+            self.section = Some((key, bars));
+        }
+        let (_, bars) = self.section.as_ref().expect("just written");
+        bars[bar_index.rem_euclid(length) as usize].clone()
+    }
+}
+
+/// All the bars of one section, phrase by phrase (`chords` per tick from its first bar).
+pub fn write_section(
+    generator: &mut dyn Generator,
+    settings: GenSettings,
+    meter: Meter,
+    section: i64,
+    context: &[ContextNote],
+    chords: &[u16],
+) -> Phrase {
+    let ticks_of = |bar: usize| bar * bar_ticks(meter) as usize;
+    let chords_from = |bar: usize| chords.get(ticks_of(bar)..).unwrap_or(&[]);
+    let plan = plan(settings.form, settings.seed, section);
+    let mut bars: Phrase = Vec::with_capacity(plan.len() * PHRASE_BARS);
+    for (k, planned) in plan.iter().enumerate() {
+        let phrase_index = section * plan.len() as i64 + k as i64;
+        let phrase_of =
+            |bars: &Phrase, i: usize| bars[i * PHRASE_BARS..(i + 1) * PHRASE_BARS].to_vec();
+        let cadence_bars = |c: Cadence| if c == Cadence::Open { 4 } else { 0 };
+        let new_phrase = match planned.role {
+            Role::New => {
+                let lead_in = if k == 0 {
+                    context.to_vec()
+                } else {
+                    context_of(&bars[(k - 1) * PHRASE_BARS..], meter)
+                };
+                let request = PhraseRequest {
+                    settings,
+                    meter,
+                    phrase_index,
+                    bars: PHRASE_BARS,
+                    context: &lead_in,
+                    shape: PhraseShape {
+                        strain_bar: cadence_bars(planned.cadence) + 3,
+                        cadence: Some(planned.cadence),
+                    },
+                    chords: chords_from(k * PHRASE_BARS),
+                };
+                render_phrase(generator, &request)
+            }
+            Role::Answer(i) => {
+                // The opening of phrase `i`, then an ending written after it.
+                let mut phrase: Phrase = phrase_of(&bars, i)[..2].to_vec();
+                let start = bars.len().saturating_sub(PHRASE_BARS);
+                let mut before: Phrase = bars[start..].to_vec();
+                before.extend(phrase.iter().cloned());
+                let lead_in = context_of(&before, meter);
+                let request = PhraseRequest {
+                    settings,
+                    meter,
+                    phrase_index,
+                    bars: 2,
+                    context: &lead_in,
+                    shape: PhraseShape {
+                        strain_bar: cadence_bars(planned.cadence) + 1,
+                        cadence: Some(planned.cadence),
+                    },
+                    chords: chords_from(k * PHRASE_BARS + 2),
+                };
+                phrase.extend(render_phrase(generator, &request));
+                phrase
+            }
+            Role::Repeat(i) => phrase_of(&bars, i),
+            Role::Vary(i) => {
+                let mut phrase = phrase_of(&bars, i);
+                let mut rng = SeedRng::derive(&[settings.seed, 0xa7, phrase_index as u64]);
+                // The cadence bar stays: the variation ends as the original did.
+                vary_pitches(
+                    &mut phrase[..PHRASE_BARS - 1],
+                    settings,
+                    VARY_SHARE,
+                    &mut rng,
+                );
+                phrase
+            }
+        };
+        bars.extend(new_phrase);
+    }
+    bars
+}
+
+/// Notes of consecutive bars as the model's context: pitches with inter-onset durations,
+/// the last note lasting to the final bar line (so the context ends where the next
+/// phrase starts).
+pub fn context_of(bars: &[Vec<BeatNote>], meter: Meter) -> Vec<ContextNote> {
+    let bar_len = meter.beats_per_bar();
+    let onsets: Vec<(f64, u8)> = (bars.iter().enumerate())
+        .flat_map(|(b, notes)| {
+            notes
+                .iter()
+                .map(move |n| (b as f64 * bar_len + n.start, n.pitch))
+        })
+        .collect();
+    let end = bars.len() as f64 * bar_len;
+    (onsets.iter().enumerate())
+        .map(|(i, &(start, pitch))| ContextNote {
+            pitch,
+            duration: onsets.get(i + 1).map_or(end, |n| n.0) - start,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::loader::embedded_markov;
+
+    fn settings(form: u8, seed: u64) -> GenSettings {
+        GenSettings {
+            seed,
+            form,
+            ..GenSettings::default()
+        }
+    }
+
+    #[test]
+    fn plans_pair_open_and_closing_phrases_and_refer_back_only() {
+        for form in FORM_LENGTHS {
+            for seed in 0..40 {
+                let plan = plan(form, seed, seed as i64 % 3);
+                assert_eq!(plan.len() * PHRASE_BARS, section_bars(form) as usize);
+                for (k, p) in plan.iter().enumerate() {
+                    let want = if k % 2 == 0 {
+                        Cadence::Open
+                    } else {
+                        Cadence::Close
+                    };
+                    assert_eq!(p.cadence, want, "form {form} seed {seed} phrase {k}");
+                    match p.role {
+                        Role::New => {}
+                        Role::Answer(i) | Role::Repeat(i) | Role::Vary(i) => assert!(i < k),
+                    }
+                    if form == 0 {
+                        assert_eq!(p.role, Role::New);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn planned_repeats_are_repeats_and_answers_share_their_opening() {
+        let meter = Meter::new(4, 4);
+        let mut g = embedded_markov();
+        let mut checked = [0; 3];
+        for seed in 0..30 {
+            let s = settings(16, seed);
+            let bars = write_section(g.as_mut(), s, meter, 0, &[], &[]);
+            assert_eq!(bars.len(), 16);
+            for (k, p) in plan(16, seed, 0).iter().enumerate() {
+                let phrase = &bars[k * 4..k * 4 + 4];
+                match p.role {
+                    Role::Repeat(i) => {
+                        assert_eq!(phrase, &bars[i * 4..i * 4 + 4]);
+                        checked[0] += 1;
+                    }
+                    Role::Answer(i) => {
+                        assert_eq!(phrase[..2], bars[i * 4..i * 4 + 2]);
+                        checked[1] += 1;
+                    }
+                    Role::Vary(i) => {
+                        let original = &bars[i * 4..i * 4 + 4];
+                        assert_eq!(phrase[3], original[3], "the cadence bar stays");
+                        for (a, b) in phrase.iter().zip(original) {
+                            let onsets =
+                                |v: &[BeatNote]| v.iter().map(|n| n.start).collect::<Vec<_>>();
+                            assert_eq!(onsets(a), onsets(b), "a variation keeps the rhythm");
+                        }
+                        checked[2] += 1;
+                    }
+                    Role::New => {}
+                }
+            }
+        }
+        assert!(
+            checked.iter().all(|&n| n > 0),
+            "every role was drawn: {checked:?}"
+        );
+    }
+
+    #[test]
+    fn a_bar_is_the_same_reached_by_playing_or_by_jumping() {
+        let meter = Meter::new(3, 4);
+        let s = settings(8, 11);
+        let mut g = embedded_markov();
+        let mut player = FormPlayer::default();
+        let through: Vec<Vec<BeatNote>> = (0..40)
+            .map(|b| player.bar(g.as_mut(), s, meter, b, &[], &[], 0))
+            .collect();
+        let mut fresh = FormPlayer::default();
+        for bar in [33i64, 2, 17, 39, 9] {
+            let jumped = fresh.bar(g.as_mut(), s, meter, bar, &[], &[], 0);
+            assert_eq!(jumped, through[bar as usize], "bar {bar}");
+        }
+    }
+
+    #[test]
+    fn context_ends_on_the_bar_line() {
+        let n = |start, pitch| BeatNote {
+            start,
+            duration: 0.5,
+            pitch,
+            velocity: 90,
+        };
+        let bars = vec![vec![n(1.0, 60), n(2.5, 62)], vec![], vec![n(0.0, 64)]];
+        let ctx = context_of(&bars, Meter::new(4, 4));
+        let d: Vec<f64> = ctx.iter().map(|c| c.duration).collect();
+        assert_eq!(d, vec![1.5, 5.5, 4.0]);
+        let total: f64 = d.iter().sum();
+        assert_eq!(1.0 + total, 12.0);
+    }
+}
