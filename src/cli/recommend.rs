@@ -1,11 +1,11 @@
 //! `melodist recommend`: rank the style presets for a context from the local history, with
-//! the reason for each.
+//! the reason for each. The history is read incrementally ([`crate::recommend::cache`]).
 
 use super::ranged;
 use crate::limits;
 use crate::music::{Key, Meter, PitchClass, Scale};
 use crate::presets::{self, PresetLibrary};
-use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
+use crate::recommend::{Catalogue, Context, Hybrid, HybridWeights, Recommender, cache};
 use crate::sessions::{LOCAL_PRODUCER, SessionDb};
 use anyhow::{Context as _, Result};
 
@@ -77,9 +77,11 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(note) = &db.recovered {
         eprintln!("warning: {note}");
     }
-    let log = db.load_log()?;
+    // Reads only what changed since the last call (the compact history is kept in the
+    // database), then fits; the ranking is the one a full read would give.
+    let (data, _) = cache::load_dataset(&db, Catalogue::from_library(&library))?;
     let mut hybrid = Hybrid::new(HybridWeights::TUNED);
-    hybrid.fit(&Dataset::new(&log, Catalogue::from_library(&library)));
+    hybrid.fit(&data);
     if hybrid.weights_for(&ctx) == HybridWeights::COLD_START {
         let (all, _) = hybrid.session_counts(&ctx);
         if all == 0 {

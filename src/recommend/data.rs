@@ -159,7 +159,7 @@ impl Context {
 }
 
 /// One session, indexed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionRow {
     /// The session's id in its source (database row id or file order): with the start
     /// time, what breaks ties between otherwise equal sessions, wherever the row sits.

@@ -10,6 +10,7 @@
 //! - [`ContentBased`]: preset features against the context and the producer's taste.
 //! - [`Hybrid`]: a weighted blend (weights from [`eval`]), content + popularity at cold start.
 //! - [`Popularity`], [`RandomBaseline`]: the baselines every number is compared against.
+//! - [`cache`]: the history read incrementally from the session database.
 
 /// `fit`, `update` and `catalogue` for recommenders whose whole learnt state is the shared
 /// [`Evidence`] in a field `ev` (content-based, popularity, session-kNN).
@@ -29,6 +30,7 @@ macro_rules! evidence_backed {
     };
 }
 
+pub mod cache;
 mod content;
 mod data;
 pub mod eval;

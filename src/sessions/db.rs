@@ -49,7 +49,86 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN key TEXT;
     ALTER TABLE events ADD COLUMN input_density REAL;
     ALTER TABLE events ADD COLUMN input_register REAL;",
+    // v4: the recommenders' compact copy of the history, and the last session and event
+    // ids it has read, so `recommend` reads only what changed since.
+    "CREATE TABLE recommender_cache (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        data BLOB NOT NULL
+    );",
 ];
+
+/// What was added to the history after given session and event ids (see
+/// [`SessionDb::changes_since`]), read from one snapshot of the database.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Sessions added since, and older sessions that received events since (their context
+    /// may have been updated), in id order, without their events.
+    pub sessions: Vec<Session>,
+    /// Events added since, in id order, with the id of their session.
+    pub events: Vec<(i64, Event)>,
+    /// The largest session and event ids in the snapshot (0 when there are none).
+    pub last_session: i64,
+    pub last_event: i64,
+    /// Sessions with an id up to the `last_session` asked about: less than before means
+    /// history was deleted.
+    pub sessions_upto: usize,
+}
+
+const SESSION_COLUMNS: &str =
+    "id, producer, started_at, ended_at, tempo, meter, key, input_density, input_register";
+const EVENT_COLUMNS: &str =
+    "session_id, t_ms, kind, preset, seconds, tempo, meter, key, input_density, input_register";
+
+/// One `sessions` row (columns [`SESSION_COLUMNS`]) as a session without events.
+fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<Session> {
+    let meter: String = r.get(5)?;
+    let key: Option<String> = r.get(6)?;
+    Ok(Session {
+        producer: r.get(1)?,
+        session: r.get(0)?,
+        started_at_ms: r.get(2)?,
+        ended_at_ms: r.get(3)?,
+        context: SessionContext {
+            tempo: r.get::<_, f64>(4)? as f32,
+            meter: Meter::parse(&meter).unwrap_or_default(),
+            key: key.as_deref().and_then(super::parse_key),
+            input_density: r.get::<_, Option<f64>>(7)?.map(|d| d as f32),
+            input_register: r.get::<_, Option<f64>>(8)?.map(|r| r as f32),
+        },
+        events: Vec::new(),
+    })
+}
+
+/// One `events` row (columns [`EVENT_COLUMNS`]) as (session id, event); `None` for a kind
+/// this version does not know.
+fn event_from_row(r: &rusqlite::Row) -> rusqlite::Result<Option<(i64, Event)>> {
+    let key = r.get::<_, Option<String>>(7)?;
+    let density = r.get::<_, Option<f64>>(8)?;
+    let register = r.get::<_, Option<f64>>(9)?;
+    let context = match (r.get::<_, Option<f64>>(5)?, r.get::<_, Option<String>>(6)?) {
+        (Some(tempo), Some(meter)) => Meter::parse(&meter).map(|meter| SessionContext {
+            tempo: tempo as f32,
+            meter,
+            key: key.as_deref().and_then(super::parse_key),
+            input_density: density.map(|d| d as f32),
+            input_register: register.map(|d| d as f32),
+        }),
+        _ => None,
+    };
+    let Some(kind) = EventKind::parse(&r.get::<_, String>(2)?) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        r.get(0)?,
+        Event {
+            t_ms: r.get(1)?,
+            kind,
+            preset: r.get(3)?,
+            seconds: r.get::<_, Option<f64>>(4)?.map(|s| s as f32),
+            context,
+        },
+    )))
+}
 
 /// Inserts one event (with its context columns) into `conn`.
 fn insert_event(conn: &Connection, session: i64, e: &Event) -> rusqlite::Result<usize> {
@@ -225,83 +304,91 @@ impl SessionDb {
     /// future version, say) are skipped rather than failing the whole read.
     pub fn load_log(&self) -> Result<SessionLog> {
         let mut log = SessionLog::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT id, producer, started_at, ended_at, tempo, meter, key, input_density, input_register
-             FROM sessions ORDER BY producer, started_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, f64>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<f64>>(7)?,
-                r.get::<_, Option<f64>>(8)?,
-            ))
-        })?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY producer, started_at, id"
+        ))?;
         let mut index = std::collections::HashMap::new();
-        for row in rows {
-            let (id, producer, started, ended, tempo, meter, key, density, register) = row?;
-            let context = SessionContext {
-                tempo: tempo as f32,
-                meter: Meter::parse(&meter).unwrap_or_default(),
-                key: key.as_deref().and_then(super::parse_key),
-                input_density: density.map(|d| d as f32),
-                input_register: register.map(|r| r as f32),
-            };
-            index.insert(id, log.sessions.len());
-            log.sessions.push(Session {
-                producer,
-                session: id,
-                started_at_ms: started,
-                ended_at_ms: ended,
-                context,
-                events: Vec::new(),
-            });
+        for session in stmt.query_map([], session_from_row)? {
+            let session = session?;
+            index.insert(session.session, log.sessions.len());
+            log.sessions.push(session);
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT session_id, t_ms, kind, preset, seconds, tempo, meter, key, input_density, input_register FROM events ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            let key = r.get::<_, Option<String>>(7)?;
-            let density = r.get::<_, Option<f64>>(8)?;
-            let register = r.get::<_, Option<f64>>(9)?;
-            let context = match (r.get::<_, Option<f64>>(5)?, r.get::<_, Option<String>>(6)?) {
-                (Some(tempo), Some(meter)) => Meter::parse(&meter).map(|meter| SessionContext {
-                    tempo: tempo as f32,
-                    meter,
-                    key: key.as_deref().and_then(super::parse_key),
-                    input_density: density.map(|d| d as f32),
-                    input_register: register.map(|d| d as f32),
-                }),
-                _ => None,
-            };
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<f64>>(4)?,
-                context,
-            ))
-        })?;
-        for row in rows {
-            let (session, t_ms, kind, preset, seconds, context) = row?;
-            let (Some(&i), Some(kind)) = (index.get(&session), EventKind::parse(&kind)) else {
+            .prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY id"))?;
+        for row in stmt.query_map([], event_from_row)? {
+            let Some((session, event)) = row? else {
                 continue;
             };
-            log.sessions[i].events.push(Event {
-                t_ms,
-                kind,
-                preset,
-                seconds: seconds.map(|s| s as f32),
-                context,
-            });
+            if let Some(&i) = index.get(&session) {
+                log.sessions[i].events.push(event);
+            }
         }
         Ok(log)
+    }
+
+    /// What changed after session `last_session` and event `last_event` (0, 0: everything),
+    /// read inside one transaction so the ids returned cover exactly what was read.
+    pub fn changes_since(&self, last_session: i64, last_event: i64) -> Result<Changes> {
+        let tx = self.conn.unchecked_transaction()?;
+        let changes = {
+            let max = |table: &str| -> rusqlite::Result<i64> {
+                tx.query_row(
+                    &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
+                    [],
+                    |r| r.get(0),
+                )
+            };
+            let mut changes = Changes {
+                last_session: max("sessions")?,
+                last_event: max("events")?,
+                sessions_upto: tx.query_row(
+                    "SELECT COUNT(*) FROM sessions WHERE id <= ?1",
+                    [last_session],
+                    |r| r.get::<_, i64>(0),
+                )? as usize,
+                ..Changes::default()
+            };
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE id > ?1 OR id IN (SELECT session_id FROM events WHERE id > ?2)
+                 ORDER BY id"
+            ))?;
+            for session in stmt.query_map([last_session, last_event], session_from_row)? {
+                changes.sessions.push(session?);
+            }
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id"
+            ))?;
+            for row in stmt.query_map([last_event], event_from_row)? {
+                changes.events.extend(row?);
+            }
+            changes
+        };
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// The recommenders' cached copy of the history ([`crate::recommend::cache`]), if any.
+    pub fn recommender_cache(&self) -> Result<Option<Vec<u8>>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row("SELECT data FROM recommender_cache WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Replaces the recommenders' cached copy of the history.
+    pub fn store_recommender_cache(&self, data: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO recommender_cache (id, data) VALUES (1, ?1)",
+                [data],
+            )
+            .context("cannot store the recommender cache")?;
+        Ok(())
     }
 
     /// Adds every session of `log` (with new ids) in one transaction; returns how many.
@@ -340,7 +427,9 @@ impl SessionDb {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch("DELETE FROM events; DELETE FROM sessions;")?;
+        tx.execute_batch(
+            "DELETE FROM events; DELETE FROM sessions; DELETE FROM recommender_cache;",
+        )?;
         tx.commit().context("cannot delete history")?;
         // VACUUM rewrites the file without the deleted pages; the checkpoint empties the WAL.
         self.conn.execute_batch("VACUUM;")?;
