@@ -51,6 +51,9 @@ pub fn context_similarity(ctx: &Context, s: &SessionContext) -> f32 {
     if total > 0.0 { sim / total } else { 0.0 }
 }
 
+/// An upper bound of [`context_similarity`] (1, plus rounding).
+const CONTEXT_BOUND: f32 = 1.0 + 1e-4;
+
 /// `(exp(d), exp(-d))` of a notes-per-beat density (clamped so neither overflows).
 pub(super) fn density_exps(d: f32) -> (f32, f32) {
     let d = d.clamp(-40.0, 40.0);
@@ -140,9 +143,9 @@ impl SessionKnn {
         let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
         // The worst kept neighbour once `best` is full: anything below it is skipped.
         let mut worst: Option<(usize, f32)> = None;
-        for (r, row) in ev.knn.iter().enumerate() {
+        let mut consider = |r: usize, row: &KnnRow| {
             if row.len == 0 || k == 0 {
-                continue;
+                return;
             }
             let dot: f32 = if row.len as usize <= INLINE {
                 row.positives[..row.len as usize]
@@ -161,13 +164,20 @@ impl SessionKnn {
             } else {
                 0.0
             };
+            // The context similarity is at most 1: a session that cannot beat the worst
+            // neighbour even with a perfect context is skipped before computing it.
+            if let Some((_, w)) = worst
+                && overlap + own + CONTEXT_BOUND < w
+            {
+                return;
+            }
             let sim = query.similarity(row) + overlap + own;
             let cand = (r as u32, sim);
             match worst {
-                Some((_, w)) if sim < w => continue,
+                Some((_, w)) if sim < w => return,
                 Some((at, _)) => {
                     if !Self::before(ev, cand, best[at]) {
-                        continue;
+                        return;
                     }
                     best[at] = cand;
                 }
@@ -184,6 +194,18 @@ impl SessionKnn {
                     })
                     .expect("k > 0");
                 worst = Some((at, best[at].1));
+            }
+        };
+        // The producer's own sessions first (they carry the bonus), so the bar is high
+        // early and most other sessions are rejected on their preset overlap alone. The
+        // neighbours kept do not depend on the order (ties are broken by `before`).
+        let own_rows: &[u32] = me.map_or(&[], |p| &ev.rows_of[p as usize]);
+        for &r in own_rows {
+            consider(r as usize, &ev.knn[r as usize]);
+        }
+        for (r, row) in ev.knn.iter().enumerate() {
+            if me.is_none() || Some(row.producer) != me {
+                consider(r, row);
             }
         }
         best.sort_unstable_by(|&a, &b| {
