@@ -2,7 +2,7 @@
 //! and `melodist generate` use (`FormPlayer`).
 
 use melodist::cli::generate::{chord_ticks, generate_with};
-use melodist::generator::form::{FormPlayer, Role, plan};
+use melodist::generator::form::{FormPlayer, Role, SongChords, plan};
 use melodist::generator::loader::{ModelChoice, load_strict};
 use melodist::generator::neural::strong_tail_start;
 use melodist::generator::{GenSettings, Generator};
@@ -82,7 +82,7 @@ fn repeats_in_the_plan_are_heard_and_a_bar_is_the_same_however_it_is_reached() {
         let s = settings(seed, key);
         let mut player = FormPlayer::default();
         let through: Vec<_> = (0..16)
-            .map(|b| player.bar(g.as_mut(), s, meter, b, &[], &[], 0))
+            .map(|b| player.bar(g.as_mut(), s, meter, b, &[], &SongChords(&[]), 0))
             .collect();
         for (k, p) in plan(s.form, seed, 0).iter().enumerate() {
             if let Role::Repeat(i) = p.role {
@@ -92,7 +92,7 @@ fn repeats_in_the_plan_are_heard_and_a_bar_is_the_same_however_it_is_reached() {
         }
         let mut jumped = FormPlayer::default();
         for b in [13, 6, 15] {
-            let bar = jumped.bar(g.as_mut(), s, meter, b, &[], &[], 0);
+            let bar = jumped.bar(g.as_mut(), s, meter, b, &[], &SongChords(&[]), 0);
             assert_eq!(bar, through[b as usize], "seed {seed}, bar {b}");
         }
     }

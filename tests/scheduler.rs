@@ -5,9 +5,9 @@
 
 use melodist::engine::scheduler::BlockControls;
 use melodist::engine::{BlockTransport, OutKind, Quantize, Scheduler, Worker};
-use melodist::generator::form::FormPlayer;
+use melodist::generator::form::{FormPlayer, SongChords};
 use melodist::generator::loader::embedded_markov;
-use melodist::generator::{GenSettings, Generator};
+use melodist::generator::{GenSettings, Generator, PhraseRequest};
 use melodist::music::Meter;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -149,7 +149,7 @@ fn intended_notes(
     let mut out = Vec::new();
     for bar in bars {
         let start = bar as f64 * meter.beats_per_bar();
-        for n in form.bar(g.as_mut(), settings, meter, bar, &[], &[], 0) {
+        for n in form.bar(g.as_mut(), settings, meter, bar, &[], &SongChords(&[]), 0) {
             out.push((start + n.start, n));
         }
     }
@@ -699,6 +699,68 @@ proptest! {
                 Step::Rounding(on) => tick = if on { 1.0 / 1920.0 } else { 0.0 },
             }
         }
+        h.stop(pos, &c);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Random chord changes (held triads, some released late, some never) under random
+    /// transports: melodies are re-planned around them, and still no note is doubled,
+    /// left hanging or played out of key or register.
+    #[test]
+    fn random_chords_under_random_transports_leave_nothing_stuck(
+        steps in prop::collection::vec((step(), prop::option::of(0usize..7), any::<bool>()), 1..20),
+        seed in 0u64..1000,
+    ) {
+        let s = GenSettings { seed, chord_fit: 1.0, ..Default::default() };
+        let c = offline(s);
+        let mut h = Harness::new();
+        let (mut pos, mut tempo, mut sr, mut playing) = (0.0f64, 120.0f64, 48_000.0f64, true);
+        let mut looping: Option<(f64, f64)> = None;
+        let mut held: Vec<u8> = Vec::new();
+        for (st, chord, release) in steps {
+            // A triad of the key (degrees 1, 3, 5 from a scale step), struck at the block start.
+            if let Some(root) = chord {
+                if release {
+                    for p in held.drain(..) {
+                        h.sched.input_note_off(p, 0);
+                    }
+                }
+                let scale: Vec<u8> = (48..72).filter(|&p| s.key.contains(p)).collect();
+                for i in [0, 2, 4] {
+                    let p = scale[root + i];
+                    h.sched.input_note(p, 90, 0);
+                    held.push(p);
+                }
+            }
+            match st {
+                Step::Play { blocks, len } => {
+                    for _ in 0..blocks {
+                        let bps = tempo / 60.0 / sr;
+                        let t = BlockTransport { playing, loop_range: looping, ..BlockTransport::playing_at(pos, tempo, sr) };
+                        h.block(&t, &c, len);
+                        if playing {
+                            let was = pos;
+                            pos += len as f64 * bps;
+                            if let Some((ls, le)) = looping && was < le && pos >= le {
+                                pos = ls + (pos - le) % (le - ls);
+                            }
+                        }
+                        if pos > 150.0 { pos = 0.0; }
+                    }
+                }
+                Step::Jump { to } => pos = to,
+                Step::Tempo(t) => tempo = t,
+                Step::SampleRate(r) => sr = r,
+                Step::Stop => playing = false,
+                Step::Start => playing = true,
+                Step::Loop(range) => looping = range.map(|(start, len)| (start, start + len)),
+                Step::Rounding(_) => {}
+            }
+        }
+        prop_assert!(h.heard.iter().all(|n| s.key.contains(n.pitch) && (s.low..=s.high).contains(&n.pitch)));
         h.stop(pos, &c);
     }
 }

@@ -2,7 +2,7 @@
 //! and settings path the plugin uses (same seed and settings, same notes).
 
 use super::{ranged, unit_interval, widen};
-use crate::generator::form::{FORM_LENGTHS, FormPlayer};
+use crate::generator::form::{FORM_LENGTHS, FormPlayer, SongChords};
 use crate::generator::loader::{self, ModelChoice};
 use crate::generator::looping::{LOOP_LENGTHS, LoopPlayer};
 use crate::generator::{GenSettings, Generator, Mode};
@@ -163,7 +163,7 @@ pub fn generate_with(
         let bar = if settings.loop_bars > 0 {
             looper.bar(generator, settings, meter, b)
         } else {
-            form.bar(generator, settings, meter, b, &[], chords, 0)
+            form.bar(generator, settings, meter, b, &[], &SongChords(chords), 0)
         };
         push(bar_index, bar);
     }

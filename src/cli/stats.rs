@@ -3,15 +3,19 @@
 //! conditioned scale, and the longest run copied verbatim from any corpus tune.
 
 use super::form_measures::{Piece, measure, rows};
-use super::generate::generate_with;
+use super::generate::{chord_ticks, generate_with};
 use super::ranged;
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
+use crate::generator::neural::strong_beat_ticks;
 use crate::generator::{GenSettings, Generator};
 use crate::limits;
+use crate::midi::MelodyNote;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::grid::duration_token;
+use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
+use crate::music::chord::Progression;
 use crate::music::{Key, Meter, PitchClass, Scale};
 use anyhow::{Result, bail};
 use std::collections::HashMap;
@@ -46,6 +50,69 @@ pub struct Args {
     /// Form setting, as the plugin's: 0 (free), 8, 16 or 32 bars per section.
     #[arg(long, default_value_t = 16)]
     pub form: u8,
+    /// Also write each piece over a chord progression of its key (I–vi–IV–V and others
+    /// in major, i–VI–III–VII and others in minor) and report how often notes on strong
+    /// and weak beats are chord tones, with and without the chords.
+    #[arg(long)]
+    pub with_chords: bool,
+    /// Chord fit for `--with-chords`, 0-1.
+    #[arg(long, default_value_t = 0.6, value_parser = super::unit_interval)]
+    pub chord_fit: f32,
+}
+
+/// Progressions `--with-chords` uses, written in C major / A minor, one chord per bar.
+const MAJOR_PROGRESSIONS: [&str; 3] = ["C Am F G", "C F G C", "C G Am F"];
+const MINOR_PROGRESSIONS: [&str; 3] = ["Am F C G", "Am Dm E Am", "Am G F E"];
+
+/// Progression number `k % 3` of `key`'s mode, moved to its tonic, per tick.
+fn key_progression(key: Key, k: usize, meter: Meter, bars: usize) -> Vec<u16> {
+    let (text, home) = if key.scale.is_minor() {
+        (MINOR_PROGRESSIONS[k % 3], 9)
+    } else {
+        (MAJOR_PROGRESSIONS[k % 3], 0)
+    };
+    let progression = Progression::parse(text, meter.beats_per_bar()).expect("valid progression");
+    let shift = (key.tonic.semitone() as u32 + 12 - home) % 12;
+    chord_ticks(&progression, meter, bars)
+        .into_iter()
+        .map(|m| {
+            let m = m as u32;
+            (((m << shift) | (m >> (12 - shift))) & 0xfff) as u16
+        })
+        .collect()
+}
+
+/// Chord-tone counts of notes on strong and on weak beats.
+#[derive(Default)]
+struct ChordTones {
+    strong: (usize, usize),
+    weak: (usize, usize),
+}
+
+impl ChordTones {
+    fn add(&mut self, notes: &[MelodyNote], chords: &[u16], meter: Meter) {
+        let strong_every = strong_beat_ticks(meter);
+        for n in notes {
+            let tick = (n.start * TPQ as f64).round() as u32;
+            let tone = chords
+                .get(tick as usize)
+                .is_some_and(|c| c >> (n.pitch % 12) & 1 == 1) as usize;
+            let bucket = if (tick % bar_ticks(meter)).is_multiple_of(strong_every) {
+                &mut self.strong
+            } else {
+                &mut self.weak
+            };
+            *bucket = (bucket.0 + tone, bucket.1 + 1);
+        }
+    }
+
+    fn strong(&self) -> f64 {
+        self.strong.0 as f64 / self.strong.1.max(1) as f64
+    }
+
+    fn weak(&self) -> f64 {
+        self.weak.0 as f64 / self.weak.1.max(1) as f64
+    }
 }
 
 /// A melody as (pitch, inter-onset ticks) plus its key.
@@ -95,6 +162,7 @@ pub fn run(args: Args) -> Result<()> {
     ];
     let mut generated = Vec::new();
     let mut pieces = Vec::new();
+    let (mut tones_with, mut tones_without) = (ChordTones::default(), ChordTones::default());
     for k in 0..args.samples {
         let scale = if k % 2 == 0 {
             Scale::Major
@@ -120,6 +188,28 @@ pub fn run(args: Args) -> Result<()> {
             key,
             notes: melody_line(&played),
         });
+        if args.with_chords {
+            // The same piece over a progression of its key, and the chord-tone shares of
+            // both: with chords, and without (the chance level).
+            let chords = key_progression(key, k, meter, args.bars);
+            let with = GenSettings {
+                chord_fit: args.chord_fit,
+                ..settings
+            };
+            let over = generate_with(generator.as_mut(), with, meter, args.bars, &chords);
+            tones_with.add(&over, &chords, meter);
+            tones_without.add(&played, &chords, meter);
+        }
+    }
+    if args.with_chords {
+        println!(
+            "chord tones (progressions of each piece's key, chord fit {}): strong beats {:.0}% / weak beats {:.0}% with chords; {:.0}% / {:.0}% of the same notes written without them",
+            args.chord_fit,
+            100.0 * tones_with.strong(),
+            100.0 * tones_with.weak(),
+            100.0 * tones_without.strong(),
+            100.0 * tones_without.weak()
+        );
     }
     let corpus_pieces: Vec<Piece> = tunes
         .iter()

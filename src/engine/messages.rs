@@ -2,6 +2,7 @@
 //! sending and receiving them through a bounded channel never allocates.
 
 use crate::generator::GenSettings;
+use crate::music::chord::Chord;
 use crate::music::{BeatNote, Meter};
 
 /// More notes than any sane bar holds (a 16/16 bar of 64ths would need more; the generators
@@ -89,6 +90,9 @@ pub enum ToWorker {
     },
     /// A note the producer played.
     Input(InputNote),
+    /// The producer changed the chord they hold (three or more pitch classes), at this
+    /// song beat (see `engine::chords`).
+    Chord { beat: f64, chord: Chord },
     /// Forget the producer's input (panic / reset).
     ClearInput,
     /// An offline render gave up waiting for this bar (the worker logs it).

@@ -8,6 +8,7 @@
 //! - [`worker::Worker`] owns the `Generator` on its own thread and writes phrases ahead of
 //!   the playhead.
 
+pub mod chords;
 pub mod messages;
 pub mod monitor;
 pub mod scheduler;

@@ -27,6 +27,7 @@ use super::messages::{BarNotes, BarReady, InputNote, ToWorker};
 use super::monitor::MonitorEvent;
 use super::worker::WorkerLink;
 use crate::generator::{GenSettings, Mode};
+use crate::music::chord::HeldNotes;
 use crate::music::{BeatNote, Meter};
 use crossbeam_channel::{Receiver, Sender};
 use nice_plug::prelude::Enum;
@@ -313,6 +314,9 @@ pub struct Scheduler {
     all_off_pending: bool,
     panic_pending: bool,
     input_dirty: bool,
+    /// The producer's held notes, read as a chord (harmony following).
+    held: HeldNotes,
+    held_chord: u16,
     beats_per_sample: f64,
     blocks: u64,
     /// Where played notes and upcoming bars are reported (editor, capture), if anywhere.
@@ -347,6 +351,8 @@ impl Scheduler {
             all_off_pending: false,
             panic_pending: false,
             input_dirty: false,
+            held: HeldNotes::new(),
+            held_chord: 0,
             beats_per_sample: 0.0,
             blocks: 0,
             monitor: None,
@@ -418,10 +424,36 @@ impl Scheduler {
         {
             self.input_dirty |= s.mode == Mode::Continue || s.follow_input;
         }
+        self.held.note_on(pitch);
+        self.chord_changed(beat);
+    }
+
+    /// Sends the held chord to the worker when it changed: three or more pitch classes
+    /// held together (so a legato melody's overlapping notes are not taken for chords).
+    /// Releasing a chord keeps it: the harmony lasts until the next one.
+    fn chord_changed(&mut self, beat: f64) {
+        let mask = self.held.mask();
+        if mask.count_ones() < 3 || mask == self.held_chord {
+            return;
+        }
+        let Some(chord) = self.held.chord() else {
+            return;
+        };
+        if self
+            .to_worker
+            .try_send(ToWorker::Chord { beat, chord })
+            .is_ok()
+        {
+            self.held_chord = mask;
+            if let Some(s) = self.settings {
+                self.input_dirty |= s.chord_fit > 0.0;
+            }
+        }
     }
 
     /// The producer released a note (for the editor and capture only).
     pub fn input_note_off(&mut self, pitch: u8, timing: u32) {
+        self.held.note_off(pitch);
         let beat = self.beat_at(timing);
         self.report(MonitorEvent::Note {
             beat,
@@ -451,6 +483,8 @@ impl Scheduler {
         if self.panic_pending {
             self.push(0, controls.channel, OutKind::AllNotesOff);
             let _ = self.to_worker.try_send(ToWorker::ClearInput);
+            self.held.clear();
+            self.held_chord = 0;
             self.panic_pending = false;
         }
         let Some(clock) = read_clock(transport, controls, self.free_beat) else {

@@ -1,6 +1,7 @@
 //! The worker thread: owns the generator, answers bar requests, remembers the producer's
 //! input as context.
 
+use super::chords::LiveChords;
 use super::messages::{BarNotes, BarReady, CHANNEL_CAPACITY, InputNote, ToWorker};
 use super::thread::{Background, TEARDOWN_WAIT};
 use crate::generator::form::FormPlayer;
@@ -145,6 +146,9 @@ fn run(
     let mut inputs: VecDeque<InputNote> = VecDeque::with_capacity(INPUT_MEMORY);
     let mut input_version = 0u64;
     let mut form = FormPlayer::default();
+    let mut chords = LiveChords::default();
+    // The meter of the latest request: where the bar lines of a live chord fall.
+    let mut meter_now = crate::music::Meter::new(4, 4);
     let mut looper = LoopPlayer::default();
     while !stop.load(Ordering::Relaxed) {
         let msg = match requests.recv_timeout(Duration::from_millis(20)) {
@@ -163,8 +167,10 @@ fn run(
             ToWorker::Stop => break,
             ToWorker::ClearInput => {
                 inputs.clear();
+                chords.clear();
                 input_version += 1;
             }
+            ToWorker::Chord { beat, chord } => chords.observe(beat, chord, meter_now),
             ToWorker::GaveUp {
                 bar_index,
                 waited_ms,
@@ -182,6 +188,7 @@ fn run(
                 settings,
                 ..
             } => {
+                meter_now = meter;
                 let uses_input = settings.mode == Mode::Continue || settings.follow_input;
                 let settings = effective_settings(settings, &inputs, &status);
                 if settings.loop_bars > 0 {
@@ -196,6 +203,12 @@ fn run(
                     continue;
                 }
                 let version = if uses_input { input_version } else { 0 };
+                // Live chords matter only with Chord fit on; their version takes the top bits.
+                let version = if settings.chord_fit > 0.0 {
+                    version ^ (chords.version << 32)
+                } else {
+                    version
+                };
                 let context = if settings.mode == Mode::Continue {
                     context_notes(&inputs)
                 } else {
@@ -207,7 +220,7 @@ fn run(
                     meter,
                     bar_index,
                     &context,
-                    &[],
+                    &chords,
                     version,
                 );
                 status

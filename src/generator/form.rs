@@ -118,9 +118,8 @@ pub struct FormPlayer {
 
 impl FormPlayer {
     /// The notes of `bar_index`. `context` is the producer's phrase (Continue mode; it
-    /// leads into each section's first phrase) and `context_version` says when it or the
-    /// chords changed. `chords` are the song's, per tick from bar 0 (see
-    /// [`PhraseRequest::chords`]).
+    /// leads into each section's first phrase), `chords` the chords under the song, and
+    /// `context_version` says when either changed.
     #[allow(clippy::too_many_arguments)]
     pub fn bar(
         &mut self,
@@ -129,7 +128,7 @@ impl FormPlayer {
         meter: Meter,
         bar_index: i64,
         context: &[ContextNote],
-        chords: &[u16],
+        chords: &dyn ChordSource,
         context_version: u64,
     ) -> Vec<BeatNote> {
         let length = section_bars(settings.form) as i64;
@@ -141,14 +140,33 @@ impl FormPlayer {
         };
         if self.section.as_ref().is_none_or(|(k, _)| *k != key) {
             let started = std::time::Instant::now();
-            let first_tick = (key.section * length).max(0) as usize * bar_ticks(meter) as usize;
-            let chords = chords.get(first_tick..).unwrap_or(&[]);
-            let bars = write_section(generator, settings, meter, key.section, context, chords);
+            let chords = chords.ticks(key.section * length, length as usize, meter);
+            let bars = write_section(generator, settings, meter, key.section, context, &chords);
             self.last_write_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
             self.section = Some((key, bars));
         }
         let (_, bars) = self.section.as_ref().expect("just written");
         bars[bar_index.rem_euclid(length) as usize].clone()
+    }
+}
+
+/// Where the chords under the melody come from: a progression given up front (`generate
+/// --chords`), or the chords the producer plays live (`engine::worker`).
+pub trait ChordSource {
+    /// The chord masks of bars `first_bar..first_bar + bars`, one per tick (see
+    /// [`PhraseRequest::chords`]); empty when there are none.
+    fn ticks(&self, first_bar: i64, bars: usize, meter: Meter) -> Vec<u16>;
+}
+
+/// A whole song's chords, one mask per tick from bar 0 (`SongChords(&[])`: none).
+pub struct SongChords<'a>(pub &'a [u16]);
+
+impl ChordSource for SongChords<'_> {
+    fn ticks(&self, first_bar: i64, bars: usize, meter: Meter) -> Vec<u16> {
+        let per_bar = bar_ticks(meter) as usize;
+        let from = (first_bar.max(0) as usize * per_bar).min(self.0.len());
+        let to = (from + bars * per_bar).min(self.0.len());
+        self.0[from..to].to_vec()
     }
 }
 
@@ -338,11 +356,11 @@ mod tests {
         let mut g = embedded_markov();
         let mut player = FormPlayer::default();
         let through: Vec<Vec<BeatNote>> = (0..40)
-            .map(|b| player.bar(g.as_mut(), s, meter, b, &[], &[], 0))
+            .map(|b| player.bar(g.as_mut(), s, meter, b, &[], &SongChords(&[]), 0))
             .collect();
         let mut fresh = FormPlayer::default();
         for bar in [33i64, 2, 17, 39, 9] {
-            let jumped = fresh.bar(g.as_mut(), s, meter, bar, &[], &[], 0);
+            let jumped = fresh.bar(g.as_mut(), s, meter, bar, &[], &SongChords(&[]), 0);
             assert_eq!(jumped, through[bar as usize], "bar {bar}");
         }
     }

@@ -236,7 +236,7 @@ fn decode(
             .with_strain_left(strain(t))
             .with_chord(relative_chord(chord_at(t), s.key))
     };
-    let strong = bar / if req.meter.numerator % 2 == 0 { 2 } else { 1 };
+    let strong = strong_beat_ticks(req.meter);
     let fit = s.chord_fit.clamp(0.0, 1.0);
     // The cadence: the last note starts on the last strong beat of the final bar and is
     // held to the bar line.
@@ -306,7 +306,7 @@ fn decode(
             cadence,
             last_two: (n >= 2).then(|| (recent[n - 2], recent[n - 1])),
             chord: chord_at(t as i64),
-            chord_bonus: if pos % strong == 0 {
+            chord_bonus: if pos.is_multiple_of(strong) {
                 STRONG_BEAT_FIT * fit
             } else {
                 WEAK_BEAT_FIT * fit
@@ -354,14 +354,20 @@ fn decode(
     Ok(phrase)
 }
 
-/// Where the last strong beat of a bar starts (ticks): the half bar in duple meters
-/// (beat 3 of 4/4, the second dotted quarter of 6/8), else the downbeat.
-pub fn strong_tail_start(meter: Meter) -> u32 {
-    if meter.numerator % 2 == 0 && meter.numerator > 0 {
-        bar_ticks(meter) / 2
+/// Ticks between strong beats: half a bar in duple meters (beats 1 and 3 of 4/4, 1 and 4
+/// of 6/8), else the whole bar.
+pub fn strong_beat_ticks(meter: Meter) -> u32 {
+    let bar = bar_ticks(meter);
+    if meter.numerator.is_multiple_of(2) {
+        bar / 2
     } else {
-        0
+        bar
     }
+}
+
+/// Where the last strong beat of a bar starts (ticks): where a cadence note goes.
+pub fn strong_tail_start(meter: Meter) -> u32 {
+    bar_ticks(meter) - strong_beat_ticks(meter)
 }
 
 /// Masks the pitches that would complete a run copied from a training tune (see
