@@ -30,7 +30,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let worker = Worker::spawn(Box::new(|| (embedded_markov(), None)));
+        Self::with(Box::new(|| (embedded_markov(), None)))
+    }
+
+    fn with(loader: melodist::engine::worker::GeneratorLoader) -> Self {
+        let worker = Worker::spawn(loader);
         let sched = Scheduler::new(worker.link());
         Self {
             _worker: worker,
@@ -763,6 +767,71 @@ proptest! {
         prop_assert!(h.heard.iter().all(|n| s.key.contains(n.pitch) && (s.low..=s.high).contains(&n.pitch)));
         h.stop(pos, &c);
     }
+}
+
+/// The producer holds C major, then switches to A minor in the middle of bar 2: the
+/// melody (neural model, Chord fit 1) sits on C while it is held and on A minor from the
+/// next bars on.
+#[test]
+fn live_chords_are_followed_and_a_change_is_heard_from_the_next_bar() {
+    use melodist::generator::loader::{ModelChoice, load_strict};
+    let s = GenSettings {
+        seed: 3,
+        chord_fit: 1.0,
+        ..Default::default()
+    };
+    let c = offline(s);
+    let mut h = Harness::with(Box::new(|| {
+        (
+            load_strict(&ModelChoice::Default).expect("shipped model"),
+            None,
+        )
+    }));
+    let (len, tempo, sr) = (480, 120.0, 48_000.0);
+    let bps = tempo / 60.0 / sr;
+    h.block(&BlockTransport::playing_at(0.0, tempo, sr), &c, len);
+    for p in [60u8, 64, 67] {
+        h.sched.input_note(p, 90, 0);
+    }
+    let pos = h.play(len as f64 * bps, 499, len, tempo, sr, &c); // to beat 10
+    h.block(&BlockTransport::playing_at(pos, tempo, sr), &c, len);
+    for p in [60u8, 64, 67] {
+        h.sched.input_note_off(p, 0);
+    }
+    for p in [57u8, 60, 64] {
+        h.sched.input_note(p, 90, 0);
+    }
+    h.play(pos + len as f64 * bps, 1900, len, tempo, sr, &c); // to beat 48
+    let share = |bars: std::ops::Range<f64>, chord: &[u8]| {
+        let strong: Vec<&Heard> = h
+            .heard
+            .iter()
+            .filter(|n| {
+                let f = (n.beat / 2.0).fract();
+                bars.contains(&(n.beat / 4.0)) && (f < 1e-3 || f > 1.0 - 1e-3)
+            })
+            .collect();
+        let tones = strong
+            .iter()
+            .filter(|n| chord.contains(&(n.pitch % 12)))
+            .count();
+        (tones as f64 / strong.len().max(1) as f64, strong.len())
+    };
+    let (on_c, n_c) = share(1.0..2.5, &[0, 4, 7]);
+    let (on_am, n_am) = share(3.0..12.0, &[9, 0, 4]);
+    assert!(
+        n_c >= 2 && n_am >= 10,
+        "too few strong-beat notes: {n_c}, {n_am}"
+    );
+    assert!(
+        on_c >= 0.75,
+        "C held: {on_c:.2} of strong-beat notes are C-E-G"
+    );
+    assert!(
+        on_am >= 0.75,
+        "A minor held: {on_am:.2} of strong-beat notes are A-C-E"
+    );
+    h.stop(48.0, &c);
 }
 
 #[test]
