@@ -650,6 +650,80 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The random host's transport between steps.
+struct RandomHost {
+    pos: f64,
+    tempo: f64,
+    sr: f64,
+    playing: bool,
+    looping: Option<(f64, f64)>,
+    /// The host's position grid (0: exact).
+    tick: f64,
+}
+
+impl RandomHost {
+    fn new() -> Self {
+        Self {
+            pos: 0.0,
+            tempo: 120.0,
+            sr: 48_000.0,
+            playing: true,
+            looping: None,
+            tick: 0.0,
+        }
+    }
+
+    fn bps(&self) -> f64 {
+        self.tempo / 60.0 / self.sr
+    }
+
+    /// The next block's transport, its position rounded to the host's grid.
+    fn transport(&self) -> BlockTransport {
+        let reported = if self.tick > 0.0 {
+            (self.pos / self.tick).round() * self.tick
+        } else {
+            self.pos
+        };
+        BlockTransport {
+            playing: self.playing,
+            loop_range: self.looping,
+            ..BlockTransport::playing_at(reported, self.tempo, self.sr)
+        }
+    }
+
+    /// Moves on by a block of `len` samples, wrapping at the loop end (and back to the
+    /// start after beat 150, to stay within the bars the tests know).
+    fn advance(&mut self, len: usize) {
+        if self.playing {
+            let was = self.pos;
+            self.pos += len as f64 * self.bps();
+            if let Some((ls, le)) = self.looping
+                && was < le
+                && self.pos >= le
+            {
+                self.pos = ls + (self.pos - le) % (le - ls);
+            }
+        }
+        if self.pos > 150.0 {
+            self.pos = 0.0;
+        }
+    }
+
+    /// Any step but `Play`.
+    fn apply(&mut self, step: &Step) {
+        match *step {
+            Step::Play { .. } => {}
+            Step::Jump { to } => self.pos = to,
+            Step::Tempo(t) => self.tempo = t,
+            Step::SampleRate(r) => self.sr = r,
+            Step::Stop => self.playing = false,
+            Step::Start => self.playing = true,
+            Step::Loop(range) => self.looping = range.map(|(start, len)| (start, start + len)),
+            Step::Rounding(on) => self.tick = if on { 1.0 / 1920.0 } else { 0.0 },
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -660,50 +734,34 @@ proptest! {
         let s = GenSettings { seed, ..Default::default() };
         let c = offline(s);
         let mut h = Harness::new();
-        let (mut pos, mut tempo, mut sr, mut playing) = (0.0f64, 120.0f64, 48_000.0f64, true);
-        let (mut looping, mut tick): (Option<(f64, f64)>, f64) = (None, 0.0);
+        let mut host = RandomHost::new();
         let intended = intended_spans(s, 0..40);
         for st in steps {
-            match st {
-                Step::Play { blocks, len } => {
-                    for _ in 0..blocks {
-                        let bps = tempo / 60.0 / sr;
-                        let before = h.heard.len();
-                        let reported = if tick > 0.0 { (pos / tick).round() * tick } else { pos };
-                        let t = BlockTransport { playing, loop_range: looping, ..BlockTransport::playing_at(reported, tempo, sr) };
-                        h.block(&t, &c, len);
-                        for heard in &mut h.heard[before..] {
-                            // A wrap inside the block: the harness counts beats on past it.
-                            if let Some((ls, le)) = looping && reported < le && heard.beat >= le {
-                                heard.beat = ls + (heard.beat - le) % (le - ls);
-                            }
-                            // On its beat (within a sample and the host's rounding), or chased part-way through.
-                            prop_assert!(
-                                intended.iter().any(|n| n.2 == heard.pitch && heard.beat - n.0 > -1e-9 - tick && heard.beat - n.0 <= bps + tick + 1e-9)
-                                    || intended.iter().any(|n| n.2 == heard.pitch && n.0 < heard.beat && heard.beat < n.1),
-                                "unexpected note {:?}", heard
-                            );
-                        }
-                        if playing {
-                            let was = pos;
-                            pos += len as f64 * bps;
-                            if let Some((ls, le)) = looping && was < le && pos >= le {
-                                pos = ls + (pos - le) % (le - ls);
-                            }
-                        }
-                        if pos > 150.0 { pos = 0.0; }
+            let Step::Play { blocks, len } = st else {
+                host.apply(&st);
+                continue;
+            };
+            for _ in 0..blocks {
+                let before = h.heard.len();
+                let t = host.transport();
+                let (reported, bps, tick) = (t.pos_beats.unwrap_or(0.0), host.bps(), host.tick);
+                h.block(&t, &c, len);
+                for heard in &mut h.heard[before..] {
+                    // A wrap inside the block: the harness counts beats on past it.
+                    if let Some((ls, le)) = host.looping && reported < le && heard.beat >= le {
+                        heard.beat = ls + (heard.beat - le) % (le - ls);
                     }
+                    // On its beat (within a sample and the host's rounding), or chased part-way through.
+                    prop_assert!(
+                        intended.iter().any(|n| n.2 == heard.pitch && heard.beat - n.0 > -1e-9 - tick && heard.beat - n.0 <= bps + tick + 1e-9)
+                            || intended.iter().any(|n| n.2 == heard.pitch && n.0 < heard.beat && heard.beat < n.1),
+                        "unexpected note {:?}", heard
+                    );
                 }
-                Step::Jump { to } => pos = to,
-                Step::Tempo(t) => tempo = t,
-                Step::SampleRate(r) => sr = r,
-                Step::Stop => playing = false,
-                Step::Start => playing = true,
-                Step::Loop(range) => looping = range.map(|(start, len)| (start, start + len)),
-                Step::Rounding(on) => tick = if on { 1.0 / 1920.0 } else { 0.0 },
+                host.advance(len);
             }
         }
-        h.stop(pos, &c);
+        h.stop(host.pos, &c);
     }
 }
 
@@ -721,8 +779,7 @@ proptest! {
         let s = GenSettings { seed, chord_fit: 1.0, ..Default::default() };
         let c = offline(s);
         let mut h = Harness::new();
-        let (mut pos, mut tempo, mut sr, mut playing) = (0.0f64, 120.0f64, 48_000.0f64, true);
-        let mut looping: Option<(f64, f64)> = None;
+        let mut host = RandomHost::new();
         let mut held: Vec<u8> = Vec::new();
         for (st, chord, release) in steps {
             // A triad of the key (degrees 1, 3, 5 from a scale step), struck at the block start.
@@ -739,33 +796,17 @@ proptest! {
                     held.push(p);
                 }
             }
-            match st {
-                Step::Play { blocks, len } => {
-                    for _ in 0..blocks {
-                        let bps = tempo / 60.0 / sr;
-                        let t = BlockTransport { playing, loop_range: looping, ..BlockTransport::playing_at(pos, tempo, sr) };
-                        h.block(&t, &c, len);
-                        if playing {
-                            let was = pos;
-                            pos += len as f64 * bps;
-                            if let Some((ls, le)) = looping && was < le && pos >= le {
-                                pos = ls + (pos - le) % (le - ls);
-                            }
-                        }
-                        if pos > 150.0 { pos = 0.0; }
-                    }
-                }
-                Step::Jump { to } => pos = to,
-                Step::Tempo(t) => tempo = t,
-                Step::SampleRate(r) => sr = r,
-                Step::Stop => playing = false,
-                Step::Start => playing = true,
-                Step::Loop(range) => looping = range.map(|(start, len)| (start, start + len)),
-                Step::Rounding(_) => {}
+            let Step::Play { blocks, len } = st else {
+                host.apply(&st);
+                continue;
+            };
+            for _ in 0..blocks {
+                h.block(&host.transport(), &c, len);
+                host.advance(len);
             }
         }
         prop_assert!(h.heard.iter().all(|n| s.key.contains(n.pitch) && (s.low..=s.high).contains(&n.pitch)));
-        h.stop(pos, &c);
+        h.stop(host.pos, &c);
     }
 }
 
