@@ -172,6 +172,12 @@ fn personal_reason(ev: &Evidence, ctx: &Context, item: u16) -> String {
 pub struct RecentPersonal {
     ev: Evidence,
     pub half_life: f32,
+    /// 0 (the baseline): rank by the decayed counts. Above 0 (the hybrid's personal
+    /// component): among the producer's own presets, `ln(1 + count) + context_fit ×` how
+    /// well the preset's tempo range, meters and key mode fit this context — habit and
+    /// situation adding up, as in a choice model — so a favourite that does not suit this
+    /// tempo or meter gives way to one that does.
+    pub context_fit: f32,
 }
 
 impl Default for RecentPersonal {
@@ -179,6 +185,7 @@ impl Default for RecentPersonal {
         Self {
             ev: Evidence::default(),
             half_life: 8.0,
+            context_fit: 0.0,
         }
     }
 }
@@ -202,6 +209,13 @@ impl Recommender for RecentPersonal {
 impl RecentPersonal {
     pub(super) fn score_with(&self, ev: &Evidence, ctx: &Context) -> Scores {
         let mut values = personal_counts(ev, ctx, Some(self.half_life));
+        if self.context_fit > 0.0 {
+            for (v, item) in values.iter_mut().zip(&ev.catalogue.items) {
+                if *v > 0.0 {
+                    *v = v.ln_1p() + self.context_fit * super::content::context_fit(item, ctx);
+                }
+            }
+        }
         break_ties(&mut values, ev);
         Scores {
             values,
