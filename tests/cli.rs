@@ -324,3 +324,115 @@ fn train_markov_learns_from_a_folder_and_skips_broken_files() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// A one-track MIDI file of whole-bar chords in 4/4 (each chord's pitches struck together).
+fn write_chords(path: &Path, chords: &[&[u8]]) {
+    use midly::num::{u4, u7, u15, u28};
+    use midly::{
+        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
+    };
+    let event = |delta: u32, kind| TrackEvent {
+        delta: u28::new(delta),
+        kind,
+    };
+    let note = |on: bool, pitch: u8| TrackEventKind::Midi {
+        channel: u4::new(0),
+        message: if on {
+            MidiMessage::NoteOn {
+                key: u7::new(pitch),
+                vel: u7::new(80),
+            }
+        } else {
+            MidiMessage::NoteOff {
+                key: u7::new(pitch),
+                vel: u7::new(0),
+            }
+        },
+    };
+    let mut track = vec![event(
+        0,
+        TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, 24, 8)),
+    )];
+    for chord in chords {
+        for &p in chord.iter() {
+            track.push(event(0, note(true, p)));
+        }
+        for (i, &p) in chord.iter().enumerate() {
+            track.push(event(if i == 0 { 1920 } else { 0 }, note(false, p)));
+        }
+    }
+    track.push(event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
+    let smf = Smf {
+        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
+        tracks: vec![track],
+    };
+    smf.save(path).unwrap();
+}
+
+#[test]
+fn generate_follows_chords_from_text_or_a_midi_file_and_names_a_bad_chord() {
+    let dir = tempfile::tempdir().unwrap();
+    let chord_file = dir.path().join("chords.mid");
+    // Am F C G as a chord track.
+    write_chords(
+        &chord_file,
+        &[&[57, 60, 64], &[53, 57, 60], &[48, 52, 55], &[55, 59, 62]],
+    );
+    let tones: [&[u8]; 4] = [&[9, 0, 4], &[5, 9, 0], &[0, 4, 7], &[7, 11, 2]];
+    for (name, chord_args) in [
+        (
+            "text.mid",
+            vec!["--chords".to_string(), "Am F C G".to_string()],
+        ),
+        (
+            "file.mid",
+            vec![
+                "--chords-midi".to_string(),
+                chord_file.display().to_string(),
+            ],
+        ),
+    ] {
+        let out = dir.path().join(name);
+        let run = melodist()
+            .args([
+                "generate", "--bars", "16", "--seed", "4", "--key", "A", "--scale", "minor",
+            ])
+            .args(["--chord-fit", "1"])
+            .args(&chord_args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let notes = read_melody(&out).unwrap().notes;
+        // Notes on beats 1 and 3 sit on the bar's chord.
+        let strong: Vec<_> = notes
+            .iter()
+            .filter(|n| (n.start / 2.0).fract() < 1e-6)
+            .collect();
+        let on_chord = strong
+            .iter()
+            .filter(|n| tones[(n.start / 4.0) as usize % 4].contains(&(n.pitch % 12)))
+            .count();
+        assert!(
+            on_chord as f64 >= 0.85 * strong.len() as f64,
+            "{name}: {on_chord} of {} strong-beat notes on the chord",
+            strong.len()
+        );
+    }
+    let bad = melodist()
+        .args(["generate", "--chords", "Am H7 C", "--out"])
+        .arg(dir.path().join("bad.mid"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("H7") && stderr.contains("unknown root"),
+        "{stderr}"
+    );
+}

@@ -7,12 +7,12 @@ use crate::generator::loader::{self, ModelChoice};
 use crate::generator::looping::{LOOP_LENGTHS, LoopPlayer};
 use crate::generator::{GenSettings, Generator, Mode};
 use crate::limits;
-use crate::midi::{MelodyNote, write_melody};
+use crate::midi::{MelodyNote, read_all_notes, write_melody};
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::Style;
-use crate::music::chord::Progression;
+use crate::music::chord::{DEFAULT_MIN_CHORD_BEATS, Progression};
 use crate::music::{Key, Meter, PitchClass, Scale};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -79,6 +79,10 @@ pub struct Args {
     /// ("Am:2 F:2 C G"); N.C. for no chord.
     #[arg(long)]
     pub chords: Option<String>,
+    /// Chords under the melody read from a MIDI file (a chord track or a piano part; a
+    /// chord at every change of the notes held), looped.
+    #[arg(long, conflicts_with = "chords")]
+    pub chords_midi: Option<PathBuf>,
     /// How strongly notes sit on the chords, 0-1 (0 = ignore them).
     #[arg(long, default_value_t = 0.6, value_parser = unit_interval)]
     pub chord_fit: f32,
@@ -190,14 +194,27 @@ pub fn run(args: Args) -> Result<()> {
     let (settings, meter) = args.settings()?;
     // Exactly the model asked for: a path that does not load is an error, not a fallback.
     let mut generator = loader::load_strict(&ModelChoice::parse(&args.model))?;
-    let chords = match &args.chords {
-        Some(text) => {
-            let progression = Progression::parse(text, meter.beats_per_bar())
-                .with_context(|| format!("bad --chords {text:?}"))?;
-            chord_ticks(&progression, meter, args.bars)
+    let progression = match (&args.chords, &args.chords_midi) {
+        (Some(text), _) => Some(
+            Progression::parse(text, meter.beats_per_bar())
+                .with_context(|| format!("bad --chords {text:?}"))?,
+        ),
+        (None, Some(path)) => {
+            let notes: Vec<(f64, f64, u8)> = (read_all_notes(path)?.iter())
+                .map(|n| (n.start, n.duration, n.pitch))
+                .collect();
+            let progression = Progression::from_midi_notes(&notes, DEFAULT_MIN_CHORD_BEATS);
+            if progression.is_empty() {
+                bail!(
+                    "{} holds no chords (no two or more notes sound together)",
+                    path.display()
+                );
+            }
+            Some(progression)
         }
-        None => Vec::new(),
+        (None, None) => None,
     };
+    let chords = progression.map_or(Vec::new(), |p| chord_ticks(&p, meter, args.bars));
     let notes = generate_with(generator.as_mut(), settings, meter, args.bars, &chords);
     let model = generator.name();
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);

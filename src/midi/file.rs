@@ -38,6 +38,36 @@ pub fn read_melody(path: &Path) -> Result<Melody> {
 }
 
 pub fn read_melody_bytes(bytes: &[u8]) -> Result<Melody> {
+    let (mut melody, raw, tpq) = parse(bytes)?;
+    melody.notes = to_notes(skyline(raw), tpq);
+    Ok(melody)
+}
+
+/// Every note of a file, overlapping ones included (a chord track, a piano part), sorted
+/// by onset; drums excluded.
+pub fn read_all_notes(path: &Path) -> Result<Vec<MelodyNote>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, mut raw, tpq) =
+        parse(&bytes).with_context(|| format!("{} is not a usable MIDI file", path.display()))?;
+    raw.sort_by_key(|n| (n.0, n.2));
+    Ok(to_notes(raw, tpq))
+}
+
+fn to_notes(raw: Vec<(u64, u64, u8, u8)>, tpq: f64) -> Vec<MelodyNote> {
+    raw.into_iter()
+        .map(|(s, e, p, v)| MelodyNote {
+            start: s as f64 / tpq,
+            duration: (e - s) as f64 / tpq,
+            pitch: p,
+            velocity: v,
+        })
+        .collect()
+}
+
+/// The file's title, meter and key (notes empty), its notes as (start tick, end tick,
+/// pitch, velocity), and its ticks per quarter note.
+#[allow(clippy::type_complexity)]
+fn parse(bytes: &[u8]) -> Result<(Melody, Vec<(u64, u64, u8, u8)>, f64)> {
     let smf = Smf::parse(bytes).context("MIDI parse error")?;
     let tpq = match smf.header.timing {
         Timing::Metrical(t) if t.as_int() > 0 => t.as_int() as f64,
@@ -95,21 +125,13 @@ pub fn read_melody_bytes(bytes: &[u8]) -> Result<Melody> {
             }
         }
     }
-    let notes = skyline(raw)
-        .into_iter()
-        .map(|(s, e, p, v)| MelodyNote {
-            start: s as f64 / tpq,
-            duration: (e - s) as f64 / tpq,
-            pitch: p,
-            velocity: v,
-        })
-        .collect();
-    Ok(Melody {
+    let melody = Melody {
         title,
         meter: meter.unwrap_or_default(),
         key,
-        notes,
-    })
+        notes: Vec::new(),
+    };
+    Ok((melody, raw, tpq))
 }
 
 /// Reduces overlapping notes to the highest voice: at each onset the highest pitch wins and

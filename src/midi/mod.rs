@@ -3,5 +3,6 @@
 pub mod file;
 
 pub use file::{
-    Melody, MelodyNote, collect_midi_files, read_melody, read_melody_bytes, write_melody,
+    Melody, MelodyNote, collect_midi_files, read_all_notes, read_melody, read_melody_bytes,
+    write_melody,
 };
