@@ -848,8 +848,8 @@ fn live_chords_are_followed_and_a_change_is_heard_from_the_next_bar() {
             .heard
             .iter()
             .filter(|n| {
-                let f = (n.beat / 2.0).fract();
-                bars.contains(&(n.beat / 4.0)) && (f < 1e-3 || f > 1.0 - 1e-3)
+                let half_bars = n.beat / 2.0;
+                bars.contains(&(n.beat / 4.0)) && (half_bars - half_bars.round()).abs() < 1e-3
             })
             .collect();
         let tones = strong
