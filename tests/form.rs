@@ -117,6 +117,28 @@ fn strong_chord_tone_share(notes: &[MelodyNote], chords: &[u16]) -> f64 {
     tones as f64 / on_strong.len().max(1) as f64
 }
 
+/// The model itself reads the chords (format 3, trained on the chorales' harmony): with
+/// Chord fit 0 (no bonus on chord tones) the chords still pull strong beats onto them.
+#[test]
+fn the_models_chord_input_moves_notes_onto_the_chords() {
+    let mut g = neural();
+    let meter = Meter::new(4, 4);
+    let progression = Progression::parse("C Am F G", 4.0).unwrap();
+    let chords = chord_ticks(&progression, meter, 16);
+    let (mut with, mut without) = (0.0, 0.0);
+    for seed in 0..6 {
+        let s = GenSettings {
+            chord_fit: 0.0,
+            ..settings(seed, Key::new(PitchClass::C, Scale::Major))
+        };
+        let a = generate_with(g.as_mut(), s, meter, 16, &chords);
+        let b = generate_with(g.as_mut(), s, meter, 16, &[]);
+        with += strong_chord_tone_share(&a, &chords) / 6.0;
+        without += strong_chord_tone_share(&b, &chords) / 6.0;
+    }
+    assert!(with > without + 0.15, "with chords {with:.2}, without {without:.2}");
+}
+
 #[test]
 fn chord_fit_puts_chord_tones_on_strong_beats() {
     let mut g = neural();
