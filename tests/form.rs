@@ -84,7 +84,7 @@ fn repeats_in_the_plan_are_heard_and_a_bar_is_the_same_however_it_is_reached() {
         let through: Vec<_> = (0..16)
             .map(|b| player.bar(g.as_mut(), s, meter, b, &[], &SongChords(&[]), 0))
             .collect();
-        for (k, p) in plan(s.form, seed, 0).iter().enumerate() {
+        for (k, p) in plan(s.form, s.style, seed, 0).iter().enumerate() {
             if let Role::Repeat(i) = p.role {
                 assert_eq!(through[k * 4..k * 4 + 4], through[i * 4..i * 4 + 4]);
                 heard_repeat = true;
@@ -136,7 +136,10 @@ fn the_models_chord_input_moves_notes_onto_the_chords() {
         with += strong_chord_tone_share(&a, &chords) / 6.0;
         without += strong_chord_tone_share(&b, &chords) / 6.0;
     }
-    assert!(with > without + 0.15, "with chords {with:.2}, without {without:.2}");
+    assert!(
+        with > without + 0.15,
+        "with chords {with:.2}, without {without:.2}"
+    );
 }
 
 #[test]
