@@ -11,6 +11,7 @@ use crate::editor::{EditorAction, Suggestion};
 use crate::engine::thread::{Background, TEARDOWN_WAIT};
 use crate::engine::{EngineView, WorkerStatus};
 use crate::presets::PresetLibrary;
+use crate::recommend::cache::load_dataset;
 use crate::recommend::{Catalogue, Context, Dataset, Feedback, Hybrid, HybridWeights, Recommender};
 use crate::sessions::recorder::{RecorderEvent, RecorderSender, SessionRecorder};
 use crate::sessions::{
@@ -298,15 +299,17 @@ impl State {
     fn rerank(&mut self) {
         self.last_rank = Some(Instant::now());
         if self.model.is_none() {
-            let log = self
+            // The stored compact history, brought up to date with what changed since
+            // (recommend::cache), rather than a read of the whole database.
+            let catalogue = Catalogue::from_library(&self.library);
+            let data = self
                 .db_path
                 .as_ref()
                 .and_then(|p| SessionDb::open(p).ok())
-                .and_then(|db| db.load_log().ok())
-                .unwrap_or_default();
-            let catalogue = Catalogue::from_library(&self.library);
+                .and_then(|db| load_dataset(&db, catalogue.clone()).ok())
+                .map_or_else(|| Dataset::new(&Default::default(), catalogue), |(d, _)| d);
             let mut hybrid = Hybrid::new(HybridWeights::TUNED);
-            hybrid.fit(&Dataset::new(&log, catalogue));
+            hybrid.fit(&data);
             self.model = Some(hybrid);
         }
         let (tempo, meter, density, register) = {
