@@ -526,6 +526,34 @@ fn a_seed_change_takes_effect_at_the_next_bar_or_beat() {
     }
 }
 
+/// "Change at: Next phrase": a new idea (a seed change) made in bar 1 waits for the next
+/// 4-bar phrase, so the phrase playing is never cut.
+#[test]
+fn with_change_at_phrase_a_new_idea_starts_at_the_next_phrase() {
+    let a = GenSettings {
+        seed: 100,
+        ..Default::default()
+    };
+    let b = GenSettings { seed: 200, ..a };
+    let bps = 2.0 / 48_000.0;
+    let controls = |s| BlockControls {
+        quantize: Quantize::Phrase,
+        ..offline(s)
+    };
+    let mut h = Harness::new();
+    let pos = h.play(0.0, 300, 480, 120.0, 48_000.0, &controls(a)); // to beat 6, in bar 1
+    let end = h.play(pos, 1200, 480, 120.0, 48_000.0, &controls(b)); // to beat 30
+    let switch = 16.0; // bar 4
+    let mut expected: Vec<Heard> = intended(a, Meter::new(4, 4), 0..4);
+    expected.extend(
+        intended(b, Meter::new(4, 4), 4..8)
+            .into_iter()
+            .filter(|n| n.beat < end - 1e-9),
+    );
+    assert!(expected.iter().any(|n| n.beat >= switch));
+    assert_on_grid(&h.heard, &expected, bps);
+}
+
 #[test]
 fn realtime_never_waits_for_a_late_worker() {
     struct Slow(Box<dyn Generator>);

@@ -26,7 +26,7 @@
 use super::messages::{BarNotes, BarReady, InputNote, ToWorker};
 use super::monitor::MonitorEvent;
 use super::worker::WorkerLink;
-use crate::generator::{GenSettings, Mode};
+use crate::generator::{GenSettings, Mode, PHRASE_BARS};
 use crate::music::chord::HeldNotes;
 use crate::music::{BeatNote, Meter};
 use crossbeam_channel::{Receiver, Sender};
@@ -67,6 +67,10 @@ pub enum Quantize {
     Bar,
     #[name = "Next beat"]
     Beat,
+    /// The next 4-bar phrase: a new idea (or seed, or any change) starts a new phrase
+    /// instead of cutting one.
+    #[name = "Next phrase"]
+    Phrase,
 }
 
 /// The transport as the scheduler needs it, already read from the host.
@@ -684,7 +688,8 @@ impl Scheduler {
         block_end: f64,
         at_rest: bool,
     ) {
-        let (settings, loop_boundary) = self.loop_change(controls.settings, grid, at_rest);
+        let (settings, loop_boundary) =
+            self.deferred_change(controls.settings, controls.quantize, grid, at_rest);
         let meter_changed = self.meter.is_some_and(|m| m != meter);
         let changed =
             self.settings.is_some_and(|s| s != settings) || meter_changed || self.input_dirty;
@@ -730,25 +735,34 @@ impl Scheduler {
         }
     }
 
-    /// While a loop plays, a change of only Loop length or Evolve waits for the loop's end,
-    /// so the loop is never cut: returns the settings to use now, and the loop's end bar
-    /// once the lookahead reaches it (the change applies from there).
-    fn loop_change(
+    /// Changes that wait for a boundary instead of cutting into what plays: while a loop
+    /// plays, a change of only Loop length or Evolve waits for the loop's end; with *Change
+    /// at* on "Next phrase", any change waits for the next 4-bar phrase. Returns the
+    /// settings to use now, and the boundary bar once the lookahead reaches it (the change
+    /// applies from there).
+    fn deferred_change(
         &self,
         wanted: GenSettings,
+        quantize: Quantize,
         grid: BarGrid,
         at_rest: bool,
     ) -> (GenSettings, Option<i64>) {
         let Some(now) = self.settings else {
             return (wanted, None);
         };
-        let length = now.loop_bars as i64;
         let loop_only = GenSettings {
             loop_bars: wanted.loop_bars,
             evolve: wanted.evolve,
             ..now
         } == wanted;
-        if at_rest || length == 0 || !loop_only || now == wanted {
+        let length = if now.loop_bars > 0 && loop_only {
+            now.loop_bars as i64
+        } else if quantize == Quantize::Phrase {
+            PHRASE_BARS as i64
+        } else {
+            0
+        };
+        if at_rest || length == 0 || now == wanted {
             return (wanted, None);
         }
         let boundary = (grid.bar.div_euclid(length) + 1) * length;
