@@ -185,6 +185,16 @@ fn out_of_range_values_are_errors_that_name_the_range() {
 
 /// A one-track MIDI file of `pitches` as quarter notes in 4/4, C major.
 fn write_tune(path: &Path, pitches: &[u8]) {
+    let steps: Vec<(&[u8], u32)> = pitches
+        .iter()
+        .map(|p| (std::slice::from_ref(p), 480))
+        .collect();
+    write_midi(path, &steps);
+}
+
+/// A one-track MIDI file in 4/4, C major, at 480 ticks per quarter: each step's pitches
+/// struck together and held for its ticks.
+fn write_midi(path: &Path, steps: &[(&[u8], u32)]) {
     use midly::num::{u4, u7, u15, u24, u28};
     use midly::{
         Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
@@ -215,9 +225,11 @@ fn write_tune(path: &Path, pitches: &[u8]) {
         ),
         event(0, TrackEventKind::Meta(MetaMessage::KeySignature(0, false))),
     ];
-    for &p in pitches {
-        track.push(event(0, note(true, p)));
-        track.push(event(480, note(false, p)));
+    for &(pitches, ticks) in steps {
+        track.extend(pitches.iter().map(|&p| event(0, note(true, p))));
+        for (i, &p) in pitches.iter().enumerate() {
+            track.push(event(if i == 0 { ticks } else { 0 }, note(false, p)));
+        }
     }
     track.push(event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
     let smf = Smf {
@@ -325,58 +337,20 @@ fn train_markov_learns_from_a_folder_and_skips_broken_files() {
     assert!(!out.status.success());
 }
 
-/// A one-track MIDI file of whole-bar chords in 4/4 (each chord's pitches struck together).
-fn write_chords(path: &Path, chords: &[&[u8]]) {
-    use midly::num::{u4, u7, u15, u28};
-    use midly::{
-        Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind,
-    };
-    let event = |delta: u32, kind| TrackEvent {
-        delta: u28::new(delta),
-        kind,
-    };
-    let note = |on: bool, pitch: u8| TrackEventKind::Midi {
-        channel: u4::new(0),
-        message: if on {
-            MidiMessage::NoteOn {
-                key: u7::new(pitch),
-                vel: u7::new(80),
-            }
-        } else {
-            MidiMessage::NoteOff {
-                key: u7::new(pitch),
-                vel: u7::new(0),
-            }
-        },
-    };
-    let mut track = vec![event(
-        0,
-        TrackEventKind::Meta(MetaMessage::TimeSignature(4, 2, 24, 8)),
-    )];
-    for chord in chords {
-        for &p in chord.iter() {
-            track.push(event(0, note(true, p)));
-        }
-        for (i, &p) in chord.iter().enumerate() {
-            track.push(event(if i == 0 { 1920 } else { 0 }, note(false, p)));
-        }
-    }
-    track.push(event(0, TrackEventKind::Meta(MetaMessage::EndOfTrack)));
-    let smf = Smf {
-        header: Header::new(Format::SingleTrack, Timing::Metrical(u15::new(480))),
-        tracks: vec![track],
-    };
-    smf.save(path).unwrap();
-}
-
 #[test]
 fn generate_follows_chords_from_text_or_a_midi_file_and_names_a_bad_chord() {
     let dir = tempfile::tempdir().unwrap();
     let chord_file = dir.path().join("chords.mid");
     // Am F C G as a chord track.
-    write_chords(
+    let bar = 1920;
+    write_midi(
         &chord_file,
-        &[&[57, 60, 64], &[53, 57, 60], &[48, 52, 55], &[55, 59, 62]],
+        &[
+            (&[57, 60, 64], bar),
+            (&[53, 57, 60], bar),
+            (&[48, 52, 55], bar),
+            (&[55, 59, 62], bar),
+        ],
     );
     let tones: [&[u8]; 4] = [&[9, 0, 4], &[5, 9, 0], &[0, 4, 7], &[7, 11, 2]];
     for (name, chord_args) in [

@@ -301,16 +301,7 @@ impl Chord {
 /// "Asus" stays A + "sus" (unlike [`PitchClass::parse`], which reads "As" as A#).
 fn split_note(text: &str) -> Option<(PitchClass, &str)> {
     let mut chars = text.chars();
-    let natural: i32 = match chars.next()?.to_ascii_uppercase() {
-        'C' => 0,
-        'D' => 2,
-        'E' => 4,
-        'F' => 5,
-        'G' => 7,
-        'A' => 9,
-        'B' => 11,
-        _ => return None,
-    };
+    let natural = PitchClass::natural_semitone(chars.next()?)?;
     let rest = chars.as_str();
     let (shift, rest) = match rest.chars().next() {
         Some(c @ ('#' | '♯')) => (1, &rest[c.len_utf8()..]),

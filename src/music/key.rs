@@ -39,10 +39,9 @@ impl PitchClass {
         self.to_index() as u8
     }
 
-    /// Parses `A`, `a`, `C#`, `Db`, `f#`.
-    pub fn parse(text: &str) -> Option<PitchClass> {
-        let mut chars = text.trim().chars();
-        let base = match chars.next()?.to_ascii_uppercase() {
+    /// Semitones above C of a natural note's letter (`C`..`B`, either case).
+    pub fn natural_semitone(letter: char) -> Option<i32> {
+        Some(match letter.to_ascii_uppercase() {
             'C' => 0,
             'D' => 2,
             'E' => 4,
@@ -51,7 +50,13 @@ impl PitchClass {
             'A' => 9,
             'B' => 11,
             _ => return None,
-        };
+        })
+    }
+
+    /// Parses `A`, `a`, `C#`, `Db`, `f#`.
+    pub fn parse(text: &str) -> Option<PitchClass> {
+        let mut chars = text.trim().chars();
+        let base = Self::natural_semitone(chars.next()?)?;
         let shift: i32 = match chars.as_str() {
             "" => 0,
             "#" | "s" | "♯" => 1,
