@@ -205,12 +205,27 @@ pub fn write_section(
     let chords_from = |bar: usize| chords.get(ticks_of(bar)..).unwrap_or(&[]);
     let plan = plan(settings.form, settings.style, settings.seed, section);
     let mut bars: Phrase = Vec::with_capacity(plan.len() * PHRASE_BARS);
+    // A copy (answer, repeat, variation) is only heard over the chords it was written
+    // on: under other chords the phrase is written anew.
+    let same_chords = |from: usize, to: usize, bars: usize| {
+        let span = |b: usize| chords.get(ticks_of(b)..ticks_of(b + bars)).unwrap_or(&[]);
+        span(from) == span(to)
+    };
     for (k, planned) in plan.iter().enumerate() {
         let phrase_index = section * plan.len() as i64 + k as i64;
+        let role = match planned.role {
+            Role::Answer(i) if !same_chords(i * PHRASE_BARS, k * PHRASE_BARS, 2) => Role::New,
+            Role::Repeat(i) | Role::Vary(i)
+                if !same_chords(i * PHRASE_BARS, k * PHRASE_BARS, PHRASE_BARS) =>
+            {
+                Role::New
+            }
+            role => role,
+        };
         let phrase_of =
             |bars: &Phrase, i: usize| bars[i * PHRASE_BARS..(i + 1) * PHRASE_BARS].to_vec();
         let cadence_bars = |c: Cadence| if c == Cadence::Open { 4 } else { 0 };
-        let new_phrase = match planned.role {
+        let new_phrase = match role {
             Role::New => {
                 let lead_in = if k == 0 {
                     context.to_vec()
@@ -382,6 +397,35 @@ mod tests {
             checked.iter().all(|&n| n > 0),
             "every role was drawn: {checked:?}"
         );
+    }
+
+    #[test]
+    fn a_copy_is_only_planned_over_the_chords_it_was_written_on() {
+        let meter = Meter::new(4, 4);
+        let mut g = embedded_markov();
+        let per_bar = bar_ticks(meter) as usize;
+        // A different chord in every bar: nothing may be copied.
+        let changing: Vec<u16> = (0..16 * per_bar)
+            .map(|t| 1 << ((t / per_bar) % 12))
+            .collect();
+        // The same 4-bar progression looping: copies stay.
+        let looping: Vec<u16> = (0..16 * per_bar)
+            .map(|t| 1 << ((t / per_bar) % 4))
+            .collect();
+        let mut repeats = 0;
+        for seed in 0..30 {
+            let s = settings(16, seed);
+            let a = write_section(g.as_mut(), s, meter, 0, &[], &changing);
+            let b = write_section(g.as_mut(), s, meter, 0, &[], &looping);
+            for (k, p) in plan(16, Style::Any, seed, 0).iter().enumerate() {
+                if let Role::Repeat(i) = p.role {
+                    assert_ne!(a[k * 4..k * 4 + 4], a[i * 4..i * 4 + 4], "seed {seed}");
+                    assert_eq!(b[k * 4..k * 4 + 4], b[i * 4..i * 4 + 4], "seed {seed}");
+                    repeats += 1;
+                }
+            }
+        }
+        assert!(repeats > 0);
     }
 
     #[test]
