@@ -165,6 +165,9 @@ pub fn show(ui: &mut Ui, state: &mut EditorState) {
         choice(ui, access, &params.form);
         slider(ui, access, &params.chord_fit)
             .on_hover_text("0 ignores chords; 1 puts chord tones on strong beats nearly always");
+        slider(ui, access, &params.chord_channel).on_hover_text(
+            "Any: three or more held notes form the chord. A channel: only its notes do",
+        );
         choice(ui, access, &params.loop_length);
         slider(ui, access, &params.evolve)
             .on_hover_text("How much each loop repeat changes: 0 repeats exactly");

@@ -405,9 +405,15 @@ impl Scheduler {
         seg.beat0 + (timing - seg.first_sample) as f64 * self.beats_per_sample
     }
 
-    /// A note the producer played at `timing` in the current block; goes to the worker as
-    /// context. Call after `process_block` for the same block.
+    /// A note the producer played at `timing` in the current block: melody context for the
+    /// worker and part of the held chord. Call after `process_block` for the same block.
     pub fn input_note(&mut self, pitch: u8, velocity: u8, timing: u32) {
+        self.melody_note(pitch, velocity, timing);
+        self.chord_note(pitch, true, timing);
+    }
+
+    /// A note of the producer's melody only (the chord arrives on another channel).
+    pub fn melody_note(&mut self, pitch: u8, velocity: u8, timing: u32) {
         let beat = self.beat_at(timing);
         self.report(MonitorEvent::Note {
             beat,
@@ -428,8 +434,16 @@ impl Scheduler {
         {
             self.input_dirty |= s.mode == Mode::Continue || s.follow_input;
         }
-        self.held.note_on(pitch);
-        self.chord_changed(beat);
+    }
+
+    /// A note of the producer's chord only, pressed (`on`) or released.
+    pub fn chord_note(&mut self, pitch: u8, on: bool, timing: u32) {
+        if on {
+            self.held.note_on(pitch);
+            self.chord_changed(self.beat_at(timing));
+        } else {
+            self.held.note_off(pitch);
+        }
     }
 
     /// Sends the held chord to the worker when it changed: three or more pitch classes
@@ -455,7 +469,7 @@ impl Scheduler {
         }
     }
 
-    /// The producer released a note (for the editor and capture only).
+    /// The producer released a note (the editor, capture and the held chord).
     pub fn input_note_off(&mut self, pitch: u8, timing: u32) {
         self.held.note_off(pitch);
         let beat = self.beat_at(timing);

@@ -208,6 +208,7 @@ impl Plugin for Melodist {
 
         // Merge MIDI thru with the generated notes by time: hosts reject unordered output.
         let thru = params.midi_thru.value();
+        let chord_channel = params.chord_channel();
         let mut next = 0;
         while let Some(event) = context.next_event() {
             let timing = event.timing();
@@ -215,19 +216,34 @@ impl Plugin for Melodist {
                 send(context, scheduler.events()[next]);
                 next += 1;
             }
+            // With a chord channel, its notes are the chord and the others the melody.
+            let is_chord = |channel: Channel| match (chord_channel, channel) {
+                (None, _) => None,
+                (Some(want), Channel::Number(ch)) => Some(ch == want),
+                (Some(_), _) => Some(false),
+            };
             match event {
                 NoteEvent::NoteOn {
                     key: Key::Number(key),
                     velocity,
+                    channel,
                     ..
                 } => {
                     let velocity = (velocity * 127.0).round().clamp(1.0, 127.0) as u8;
-                    scheduler.input_note(key, velocity, timing);
+                    match is_chord(channel) {
+                        None => scheduler.input_note(key, velocity, timing),
+                        Some(true) => scheduler.chord_note(key, true, timing),
+                        Some(false) => scheduler.melody_note(key, velocity, timing),
+                    }
                 }
                 NoteEvent::NoteOff {
                     key: Key::Number(key),
+                    channel,
                     ..
-                } => scheduler.input_note_off(key, timing),
+                } => match is_chord(channel) {
+                    Some(true) => scheduler.chord_note(key, false, timing),
+                    _ => scheduler.input_note_off(key, timing),
+                },
                 _ => {}
             }
             if thru {

@@ -76,6 +76,10 @@ pub struct MelodistParams {
     /// How strongly notes sit on the chords held on MIDI in (or given to `generate`).
     #[id = "chordfit"]
     pub chord_fit: FloatParam,
+    /// Where chords come from: 0 = any input note (three or more held form a chord), else
+    /// only this MIDI channel (and melody input only from the others).
+    #[id = "chordch"]
+    pub chord_channel: IntParam,
     /// Form plan: sections of 8/16/32 bars whose phrases repeat, answer and vary each other.
     #[id = "form"]
     pub form: EnumParam<FormLength>,
@@ -175,6 +179,15 @@ impl Default for MelodistParams {
             evolve: unit("Evolve", 0.0),
             form: EnumParam::new("Form", FormLength::Sixteen),
             chord_fit: unit("Chord fit", 0.6),
+            chord_channel: IntParam::new("Chord channel", 0, IntRange::Linear { min: 0, max: 16 })
+                .with_value_to_string(Arc::new(|v| match v {
+                    0 => "Any".to_string(),
+                    ch => ch.to_string(),
+                }))
+                .with_string_to_value(Arc::new(|s| match s.trim() {
+                    t if t.eq_ignore_ascii_case("any") => Some(0),
+                    t => t.parse().ok().filter(|ch| (0..=16).contains(ch)),
+                })),
             factory,
             idea: Arc::new(AtomicU32::new(0)),
             editor_size: Arc::default(),
@@ -219,6 +232,14 @@ impl MelodistParams {
             evolve: self.evolve.value(),
             form: self.form.value().bars(),
             chord_fit: self.chord_fit.value(),
+        }
+    }
+
+    /// The MIDI channel (0-15) chords are read from, or `None` for any input note.
+    pub fn chord_channel(&self) -> Option<u8> {
+        match self.chord_channel.value() {
+            ch @ 1..=16 => Some(ch as u8 - 1),
+            _ => None,
         }
     }
 
@@ -291,6 +312,33 @@ mod tests {
 
     /// What a host does when the user types a value: every parameter's text for a value
     /// reads back as that value (the clap-validator's param-conversions test, everywhere).
+    #[test]
+    fn chord_channel_any_or_one_channel() {
+        let params = MelodistParams::default();
+        assert_eq!(params.chord_channel(), None, "Any by default");
+        let set = |v: i32| {
+            let normalized = params.chord_channel.preview_normalized(v);
+            // SAFETY: the pointer comes from a live parameter, as a host's automation does.
+            unsafe {
+                params
+                    .chord_channel
+                    .as_ptr()
+                    ._internal_set_normalized_value(normalized)
+            };
+        };
+        set(3);
+        assert_eq!(
+            params.chord_channel(),
+            Some(2),
+            "channel 3 is MIDI channel index 2"
+        );
+        set(16);
+        assert_eq!(params.chord_channel(), Some(15));
+        assert_eq!(params.chord_channel.to_string(), "16");
+        set(0);
+        assert_eq!(params.chord_channel(), None);
+    }
+
     #[test]
     fn every_parameter_converts_to_text_and_back() {
         let params = MelodistParams::default();
