@@ -410,3 +410,72 @@ fn generate_follows_chords_from_text_or_a_midi_file_and_names_a_bad_chord() {
         "{stderr}"
     );
 }
+
+#[test]
+fn generate_can_write_the_chords_on_a_second_track() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sketch.mid");
+    let run = melodist()
+        .args([
+            "generate",
+            "--bars",
+            "8",
+            "--chords",
+            "Am F C G",
+            "--write-chords",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let smf = midly::Smf::parse(&bytes).unwrap();
+    assert_eq!(smf.tracks.len(), 2, "melody and chords");
+    // The chord track: each bar's chord struck on its downbeat (pitch classes from C3 up).
+    let mut tick = 0u32;
+    let mut onsets: Vec<(u32, u8)> = Vec::new();
+    for ev in &smf.tracks[1] {
+        tick += ev.delta.as_int();
+        if let midly::TrackEventKind::Midi {
+            message: midly::MidiMessage::NoteOn { key, vel },
+            ..
+        } = ev.kind
+            && vel.as_int() > 0
+        {
+            onsets.push((tick, key.as_int()));
+        }
+    }
+    let at = |t: u32| {
+        let mut p: Vec<u8> = onsets.iter().filter(|o| o.0 == t).map(|o| o.1).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(at(0), vec![48, 52, 57], "Am");
+    assert_eq!(at(1920), vec![48, 53, 57], "F");
+    assert_eq!(at(3 * 1920), vec![50, 55, 59], "G");
+    assert_eq!(
+        at(4 * 1920),
+        vec![48, 52, 57],
+        "Am again: the progression loops"
+    );
+    // Without --write-chords the file stays one track.
+    let plain = dir.path().join("plain.mid");
+    let run = melodist()
+        .args(["generate", "--bars", "8", "--chords", "Am F C G", "--out"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert_eq!(
+        midly::Smf::parse(&std::fs::read(&plain).unwrap())
+            .unwrap()
+            .tracks
+            .len(),
+        1
+    );
+}

@@ -7,7 +7,7 @@ use crate::generator::loader::{self, ModelChoice};
 use crate::generator::looping::{LOOP_LENGTHS, LoopPlayer};
 use crate::generator::{GenSettings, Generator, Mode};
 use crate::limits;
-use crate::midi::{MelodyNote, read_all_notes, write_melody};
+use crate::midi::{MelodyNote, read_all_notes, write_melody, write_melody_with_chords};
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::Style;
 use crate::music::chord::{DEFAULT_MIN_CHORD_BEATS, Progression};
@@ -83,6 +83,10 @@ pub struct Args {
     /// chord at every change of the notes held), looped.
     #[arg(long, conflicts_with = "chords")]
     pub chords_midi: Option<PathBuf>,
+    /// With --chords or --chords-midi: also write the chords, on a second track (and the
+    /// next MIDI channel), so the file plays back as a sketch.
+    #[arg(long)]
+    pub write_chords: bool,
     /// How strongly notes sit on the chords, 0-1 (0 = ignore them).
     #[arg(long, default_value_t = 0.6, value_parser = unit_interval)]
     pub chord_fit: f32,
@@ -218,15 +222,30 @@ pub fn run(args: Args) -> Result<()> {
     let notes = generate_with(generator.as_mut(), settings, meter, args.bars, &chords);
     let model = generator.name();
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);
-    write_melody(
-        &args.out,
-        &title,
-        &notes,
-        args.tempo,
-        meter,
-        Some(settings.key),
-        args.channel.saturating_sub(1),
-    )?;
+    let channel = args.channel.saturating_sub(1);
+    if args.write_chords && !chords.is_empty() {
+        let chord_notes = chord_notes(&chords);
+        write_melody_with_chords(
+            &args.out,
+            &title,
+            &notes,
+            &chord_notes,
+            args.tempo,
+            meter,
+            Some(settings.key),
+            channel,
+        )?;
+    } else {
+        write_melody(
+            &args.out,
+            &title,
+            &notes,
+            args.tempo,
+            meter,
+            Some(settings.key),
+            channel,
+        )?;
+    }
     println!(
         "wrote {} notes, {} bars of {} at {} BPM in {} ({model} model) to {}",
         notes.len(),
@@ -253,4 +272,29 @@ pub fn chord_ticks(progression: &Progression, meter: Meter, bars: usize) -> Vec<
             progression.chord_at(beat).map_or(0, |c| c.pitch_classes())
         })
         .collect()
+}
+
+/// The chords as notes to hear them by: each run of one chord becomes its pitch classes
+/// held in the octave above C3.
+pub fn chord_notes(chords: &[u16]) -> Vec<MelodyNote> {
+    let q = |tick: usize| tick as f64 / TPQ as f64;
+    let mut notes = Vec::new();
+    let mut start = 0;
+    for end in 1..=chords.len() {
+        if end < chords.len() && chords[end] == chords[start] {
+            continue;
+        }
+        notes.extend(
+            (0..12u8)
+                .filter(|pc| chords[start] >> pc & 1 == 1)
+                .map(|pc| MelodyNote {
+                    start: q(start),
+                    duration: q(end - start),
+                    pitch: 48 + pc,
+                    velocity: 70,
+                }),
+        );
+        start = end;
+    }
+    notes
 }

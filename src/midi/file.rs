@@ -232,9 +232,88 @@ pub fn melody_to_bytes(
     key: Option<Key>,
     channel: u8,
 ) -> Result<Vec<u8>> {
+    tracks_to_bytes(title, &[(notes, channel)], tempo_bpm, meter, key)
+}
+
+/// Writes the melody and, on a second track named "Chords", accompanying notes (e.g. the
+/// chords it was written over), so the file plays back as a sketch.
+#[allow(clippy::too_many_arguments)]
+pub fn write_melody_with_chords(
+    path: &Path,
+    title: &str,
+    notes: &[MelodyNote],
+    chords: &[MelodyNote],
+    tempo_bpm: f64,
+    meter: Meter,
+    key: Option<Key>,
+    channel: u8,
+) -> Result<()> {
+    let tracks = [(notes, channel), (chords, (channel + 1) & 15)];
+    let bytes = tracks_to_bytes(title, &tracks, tempo_bpm, meter, key)?;
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One track per `(notes, channel)`; the first carries the title, tempo, meter and key.
+fn tracks_to_bytes(
+    title: &str,
+    parts: &[(&[MelodyNote], u8)],
+    tempo_bpm: f64,
+    meter: Meter,
+    key: Option<Key>,
+) -> Result<Vec<u8>> {
     if !(10.0..=999.0).contains(&tempo_bpm) {
         bail!("tempo {tempo_bpm} BPM is outside 10..=999");
     }
+    let mut tracks = Vec::with_capacity(parts.len());
+    for (i, &(notes, channel)) in parts.iter().enumerate() {
+        let head = if i == 0 {
+            header_events(title, tempo_bpm, meter, key)
+        } else {
+            vec![meta(MetaMessage::TrackName(b"Chords"))]
+        };
+        tracks.push(note_track(head, notes, channel)?);
+    }
+    let format = if tracks.len() == 1 {
+        Format::SingleTrack
+    } else {
+        Format::Parallel
+    };
+    let smf = Smf {
+        header: Header::new(format, Timing::Metrical(WRITE_TPQ.into())),
+        tracks,
+    };
+    let mut out = Vec::new();
+    smf.write_std(&mut out).context("MIDI encode error")?;
+    Ok(out)
+}
+
+/// Title, tempo, time signature and key signature events.
+fn header_events(
+    title: &str,
+    tempo_bpm: f64,
+    meter: Meter,
+    key: Option<Key>,
+) -> Vec<TrackEvent<'_>> {
+    let micros = (60_000_000.0 / tempo_bpm).round() as u32;
+    let d_pow = meter.denominator.trailing_zeros() as u8;
+    let mut track: Vec<TrackEvent> = vec![
+        meta(MetaMessage::TrackName(title.as_bytes())),
+        meta(MetaMessage::Tempo(micros.into())),
+        meta(MetaMessage::TimeSignature(meter.numerator, d_pow, 24, 8)),
+    ];
+    if let Some(k) = key {
+        let (sharps, minor) = signature_from_key(&k);
+        track.push(meta(MetaMessage::KeySignature(sharps, minor)));
+    }
+    track
+}
+
+/// `head`, then the notes on `channel` in time order, then the end of the track.
+fn note_track<'a>(
+    mut track: Vec<TrackEvent<'a>>,
+    notes: &[MelodyNote],
+    channel: u8,
+) -> Result<Vec<TrackEvent<'a>>> {
     let to_tick = |q: f64| (q * WRITE_TPQ as f64).round().max(0.0) as u64;
     // (tick, order, kind): note-offs (order 0) before note-ons (order 1) at the same tick.
     let mut timed: Vec<(u64, u8, TrackEventKind)> = Vec::new();
@@ -269,17 +348,6 @@ pub fn melody_to_bytes(
         ));
     }
     timed.sort_by_key(|(t, o, _)| (*t, *o));
-    let micros = (60_000_000.0 / tempo_bpm).round() as u32;
-    let d_pow = meter.denominator.trailing_zeros() as u8;
-    let mut track: Vec<TrackEvent> = vec![
-        meta(MetaMessage::TrackName(title.as_bytes())),
-        meta(MetaMessage::Tempo(micros.into())),
-        meta(MetaMessage::TimeSignature(meter.numerator, d_pow, 24, 8)),
-    ];
-    if let Some(k) = key {
-        let (sharps, minor) = signature_from_key(&k);
-        track.push(meta(MetaMessage::KeySignature(sharps, minor)));
-    }
     let mut last = 0u64;
     for (tick, _, kind) in timed {
         let delta = u32::try_from(tick - last).context("note too far from the previous one")?;
@@ -290,13 +358,7 @@ pub fn melody_to_bytes(
         last = tick;
     }
     track.push(meta(MetaMessage::EndOfTrack));
-    let smf = Smf {
-        header: Header::new(Format::SingleTrack, Timing::Metrical(WRITE_TPQ.into())),
-        tracks: vec![track],
-    };
-    let mut out = Vec::new();
-    smf.write_std(&mut out).context("MIDI encode error")?;
-    Ok(out)
+    Ok(track)
 }
 
 fn meta(m: MetaMessage<'_>) -> TrackEvent<'_> {
