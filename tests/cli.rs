@@ -9,6 +9,16 @@ fn melodist() -> Command {
     Command::new(env!("CARGO_BIN_EXE_melodist"))
 }
 
+/// Runs the command, asserting it succeeded (its stderr is the failure message).
+fn succeed(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn generate_writes_a_midi_file_in_key_and_reproducibly() {
     let dir = tempfile::tempdir().unwrap();
@@ -367,20 +377,15 @@ fn generate_follows_chords_from_text_or_a_midi_file_and_names_a_bad_chord() {
         ),
     ] {
         let out = dir.path().join(name);
-        let run = melodist()
-            .args([
-                "generate", "--bars", "16", "--seed", "4", "--key", "A", "--scale", "minor",
-            ])
-            .args(["--chord-fit", "1"])
-            .args(&chord_args)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
+        succeed(
+            melodist()
+                .args([
+                    "generate", "--bars", "16", "--seed", "4", "--key", "A", "--scale", "minor",
+                ])
+                .args(["--chord-fit", "1"])
+                .args(&chord_args)
+                .arg("--out")
+                .arg(&out),
         );
         let notes = read_melody(&out).unwrap().notes;
         // Notes on beats 1 and 3 sit on the bar's chord.
@@ -415,23 +420,11 @@ fn generate_follows_chords_from_text_or_a_midi_file_and_names_a_bad_chord() {
 fn generate_can_write_the_chords_on_a_second_track() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sketch.mid");
-    let run = melodist()
-        .args([
-            "generate",
-            "--bars",
-            "8",
-            "--chords",
-            "Am F C G",
-            "--write-chords",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    succeed(
+        melodist()
+            .args(["generate", "--bars", "8", "--chords", "Am F C G"])
+            .args(["--write-chords", "--out"])
+            .arg(&out),
     );
     let bytes = std::fs::read(&out).unwrap();
     let smf = midly::Smf::parse(&bytes).unwrap();
@@ -465,12 +458,11 @@ fn generate_can_write_the_chords_on_a_second_track() {
     );
     // Without --write-chords the file stays one track.
     let plain = dir.path().join("plain.mid");
-    let run = melodist()
-        .args(["generate", "--bars", "8", "--chords", "Am F C G", "--out"])
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(run.status.success());
+    succeed(
+        melodist()
+            .args(["generate", "--bars", "8", "--chords", "Am F C G", "--out"])
+            .arg(&plain),
+    );
     assert_eq!(
         midly::Smf::parse(&std::fs::read(&plain).unwrap())
             .unwrap()
