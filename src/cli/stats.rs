@@ -15,7 +15,7 @@ use crate::model::grid::duration_token;
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
-use crate::music::chord::Progression;
+use crate::music::chord::{Progression, transpose_mask};
 use crate::music::{Key, Meter, PitchClass, Scale};
 use anyhow::{Result, bail};
 use std::collections::HashMap;
@@ -72,13 +72,10 @@ fn key_progression(key: Key, k: usize, meter: Meter, bars: usize) -> Vec<u16> {
         (MAJOR_PROGRESSIONS[k % 3], 0)
     };
     let progression = Progression::parse(text, meter.beats_per_bar()).expect("valid progression");
-    let shift = (key.tonic.semitone() as u32 + 12 - home) % 12;
+    let shift = key.tonic.semitone() + 12 - home;
     chord_ticks(&progression, meter, bars)
         .into_iter()
-        .map(|m| {
-            let m = m as u32;
-            (((m << shift) | (m >> (12 - shift))) & 0xfff) as u16
-        })
+        .map(|m| transpose_mask(m, shift))
         .collect()
 }
 

@@ -37,6 +37,7 @@
 
 use super::grid::{DURATIONS, TPQ, bar_ticks, duration_token, events_of, histogram};
 use crate::midi::{Melody, MelodyNote};
+use crate::music::chord::transpose_mask;
 use crate::music::{Key, Meter, PitchClass, Scale, detect_key};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -119,9 +120,7 @@ impl Onset {
 /// A chord given by absolute pitch classes (bit `i` = pitch class `i`, C = 0) made
 /// relative to the key's tonic, as the model reads it.
 pub fn relative_chord(absolute: u16, key: Key) -> u16 {
-    let m = (absolute & 0xfff) as u32;
-    let t = key.tonic.semitone() as u32;
-    (((m >> t) | (m << (12 - t))) & 0xfff) as u16
+    transpose_mask(absolute, 12 - key.tonic.semitone())
 }
 
 /// Coarse style tags the corpus can provide (collection or the tune type in the title).

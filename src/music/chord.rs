@@ -176,8 +176,8 @@ impl Quality {
     }
 }
 
-/// Moves every pitch class of a mask up by `semitones`.
-fn transpose_mask(mask: u16, semitones: u8) -> u16 {
+/// Moves every pitch class of a mask (bit `i` = pitch class `i`) up by `semitones`.
+pub fn transpose_mask(mask: u16, semitones: u8) -> u16 {
     let s = semitones % 12;
     let mask = mask & ALL_PITCH_CLASSES;
     ((mask << s) | (mask >> (12 - s))) & ALL_PITCH_CLASSES

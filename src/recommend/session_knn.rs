@@ -26,6 +26,12 @@ impl Default for SessionKnn {
     }
 }
 
+/// Half for the same mode (major/minor flavour), half for the same tonic.
+fn key_similarity(a: crate::music::Key, b: crate::music::Key) -> f32 {
+    0.5 * (a.scale.is_minor() == b.scale.is_minor()) as u8 as f32
+        + 0.5 * (a.tonic == b.tonic) as u8 as f32
+}
+
 /// Similarity of the musical situation, 0..=1 over the facts known on both sides (the
 /// definition; rankings compute it from compact rows, see `Query::similarity`).
 #[cfg_attr(not(test), allow(dead_code))]
@@ -41,8 +47,7 @@ pub fn context_similarity(ctx: &Context, s: &SessionContext) -> f32 {
     }
     if let (Some(k), Some(sk)) = (ctx.key, s.key) {
         total += 1.0;
-        sim += 0.5 * (k.scale.is_minor() == sk.scale.is_minor()) as u8 as f32
-            + 0.5 * (k.tonic == sk.tonic) as u8 as f32;
+        sim += key_similarity(k, sk);
     }
     if let (Some(d), Some(sd)) = (ctx.input_density, s.input_density) {
         total += 0.5;
@@ -101,8 +106,7 @@ impl Query {
         }
         if let (Some(k), Some(sk)) = (self.key, row.key) {
             total += 1.0;
-            sim += 0.5 * (k.scale.is_minor() == sk.scale.is_minor()) as u8 as f32
-                + 0.5 * (k.tonic == sk.tonic) as u8 as f32;
+            sim += key_similarity(k, sk);
         }
         if let (Some((e, inv)), Some((se, sinv))) = (self.density, row.density) {
             total += 0.5;
