@@ -35,6 +35,8 @@ enum Command {
     Sessions(cli::sessions::Args),
     /// Evaluate the preset recommenders offline (simulator, local history, --log FILE).
     EvalRecs(cli::eval_recs::Args),
+    /// A learned realism critic: train one for a generator, or compare generators with it.
+    Critic(cli::critic::Args),
     // New subcommands go here, one line each, implemented in `src/cli/<name>.rs`.
 }
 
@@ -73,6 +75,7 @@ fn main() {
         Command::Recommend(args) => cli::recommend::run(args),
         Command::Sessions(args) => cli::sessions::run(args),
         Command::EvalRecs(args) => cli::eval_recs::run(args),
+        Command::Critic(args) => cli::critic::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

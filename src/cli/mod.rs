@@ -1,6 +1,7 @@
 //! Implementations of the `melodist` subcommands (the binary in `src/main.rs` only parses).
 
 pub mod copyguard;
+pub mod critic;
 pub mod eval;
 pub mod eval_recs;
 pub mod form_measures;

@@ -79,6 +79,30 @@ fn key_progression(key: Key, k: usize, meter: Meter, bars: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Piece `k`'s settings: keys round the circle of fifths, major and minor alternating, each
+/// mode in 4/4, 6/8, 3/4 and 2/4, register 55–84, seed `k`, the other settings at their
+/// defaults (also the "default settings" `melodist critic` samples a generator with).
+pub(crate) fn piece_settings(k: usize, style: Style, form: u8) -> (GenSettings, Meter) {
+    const METERS: [(u8, u8); 4] = [(4, 4), (6, 8), (3, 4), (2, 4)];
+    let scale = if k % 2 == 0 {
+        Scale::Major
+    } else {
+        Scale::Minor
+    };
+    let settings = GenSettings {
+        key: Key::new(PitchClass::from_index((k * 7 % 12) as u8), scale),
+        low: 55,
+        high: 84,
+        seed: k as u64,
+        style,
+        form,
+        ..Default::default()
+    };
+    // Every meter in both modes (k % 2 picks the mode).
+    let (n, d) = METERS[(k / 2) % METERS.len()];
+    (settings, Meter::new(n, d))
+}
+
 /// Chord-tone counts of notes on strong and on weak beats.
 #[derive(Default)]
 struct ChordTones {
@@ -113,9 +137,9 @@ impl ChordTones {
 }
 
 /// A melody as (pitch, inter-onset ticks) plus its key.
-struct Line {
-    key: Key,
-    notes: Vec<(u8, u32)>,
+pub(crate) struct Line {
+    pub(crate) key: Key,
+    pub(crate) notes: Vec<(u8, u32)>,
 }
 
 /// Copy search unit: consecutive notes as (interval, duration token); transposition-proof.
@@ -151,33 +175,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         markov => markov.into_generator(),
     };
-    let meters = [
-        Meter::new(4, 4),
-        Meter::new(6, 8),
-        Meter::new(3, 4),
-        Meter::new(2, 4),
-    ];
     let mut generated = Vec::new();
     let mut pieces = Vec::new();
     let (mut tones_with, mut tones_without) = (ChordTones::default(), ChordTones::default());
     for k in 0..args.samples {
-        let scale = if k % 2 == 0 {
-            Scale::Major
-        } else {
-            Scale::Minor
-        };
-        let key = Key::new(PitchClass::from_index((k * 7 % 12) as u8), scale);
-        let settings = GenSettings {
-            key,
-            low: 55,
-            high: 84,
-            seed: k as u64,
-            style,
-            form: args.form,
-            ..Default::default()
-        };
-        // Every meter in both modes (k % 2 picks the mode).
-        let meter = meters[(k / 2) % meters.len()];
+        let (settings, meter) = piece_settings(k, style, args.form);
+        let key = settings.key;
         // The same path as the plugin and `melodist generate`: form, continuity, cadences.
         let played = generate_with(generator.as_mut(), settings, meter, args.bars, &[]);
         pieces.push(Piece::new(key, meter, &played, 0.0, args.bars));
@@ -402,13 +405,13 @@ fn steps(l: &Line) -> Vec<(i32, u8)> {
 type Steps = Vec<(i32, u8)>;
 
 /// Every corpus tune's steps, indexed by their `SEED_LEN`-step windows.
-struct CopyIndex {
+pub(crate) struct CopyIndex {
     tunes: Vec<Steps>,
     seeds: HashMap<Steps, Vec<(usize, usize)>>,
 }
 
 impl CopyIndex {
-    fn new(corpus: &[Line]) -> Self {
+    pub(crate) fn new(corpus: &[Line]) -> Self {
         let tunes: Vec<Steps> = corpus.iter().map(steps).collect();
         let mut seeds: HashMap<Steps, Vec<(usize, usize)>> = HashMap::new();
         for (t, s) in tunes.iter().enumerate() {
@@ -421,7 +424,7 @@ impl CopyIndex {
 
     /// Longest run of consecutive notes of `g` that also occurs in one corpus tune, and
     /// that tune's index.
-    fn longest_copy(&self, g: &Line) -> (usize, Option<usize>) {
+    pub(crate) fn longest_copy(&self, g: &Line) -> (usize, Option<usize>) {
         let s = steps(g);
         let (mut best, mut source) = (0, None);
         for i in 0..s.len().saturating_sub(SEED_LEN - 1) {

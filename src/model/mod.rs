@@ -9,9 +9,11 @@
 
 pub mod adamw;
 pub mod copyguard;
+pub mod critic;
 pub mod grid;
 pub mod lstm;
 pub mod lstm_fast;
+pub mod realism;
 pub mod sampler;
 pub mod tokenizer;
 pub mod train;
