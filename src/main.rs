@@ -37,6 +37,12 @@ enum Command {
     EvalRecs(cli::eval_recs::Args),
     /// A learned realism critic: train one for a generator, or compare generators with it.
     Critic(cli::critic::Args),
+    /// Train the melody VAE (variations and morphs) from folders of MIDI files.
+    TrainVae(cli::train_vae::Args),
+    /// Write variations of a hook with the melody VAE.
+    Vary(cli::vary::VaryArgs),
+    /// Write the morph between two hooks with the melody VAE, step by step.
+    Morph(cli::vary::MorphArgs),
     // New subcommands go here, one line each, implemented in `src/cli/<name>.rs`.
 }
 
@@ -75,6 +81,9 @@ fn main() {
         Command::Recommend(args) => cli::recommend::run(args),
         Command::Sessions(args) => cli::sessions::run(args),
         Command::EvalRecs(args) => cli::eval_recs::run(args),
+        Command::TrainVae(args) => cli::train_vae::run(args),
+        Command::Vary(args) => cli::vary::run_vary(args),
+        Command::Morph(args) => cli::vary::run_morph(args),
         Command::Critic(args) => cli::critic::run(args),
     };
     if let Err(err) = result {

@@ -11,6 +11,8 @@ pub mod sessions;
 pub mod stats;
 pub mod train;
 pub mod train_markov;
+pub mod train_vae;
+pub mod vary;
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;

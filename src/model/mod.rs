@@ -15,8 +15,12 @@ pub mod lstm;
 pub mod lstm_fast;
 pub mod realism;
 pub mod sampler;
+pub mod segment;
 pub mod tokenizer;
 pub mod train;
+pub mod train_vae;
+pub mod vae;
+pub mod variation;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};

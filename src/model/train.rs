@@ -37,10 +37,10 @@ const CHORD_DROPOUT: f32 = 0.25;
 /// Percentage of tunes (by group) held out for validation.
 pub const VAL_PERCENT: u64 = 5;
 const SPLIT_SALT: &str = "melodist-split-v1";
-const CHECKPOINT_WEIGHTS: &str = "checkpoint.safetensors";
-const CHECKPOINT_STATE: &str = "checkpoint.json";
+pub(crate) const CHECKPOINT_WEIGHTS: &str = "checkpoint.safetensors";
+pub(crate) const CHECKPOINT_STATE: &str = "checkpoint.json";
 /// AdamW moments, so a resumed run continues exactly as an uninterrupted one would.
-const CHECKPOINT_OPTIMIZER: &str = "checkpoint.optimizer.safetensors";
+pub(crate) const CHECKPOINT_OPTIMIZER: &str = "checkpoint.optimizer.safetensors";
 
 /// One melody of the corpus, with what the split and the conditioning need.
 pub struct CorpusTune {
@@ -454,7 +454,7 @@ pub fn train(
 }
 
 /// Linear warmup, then cosine decay from `peak` to `peak / 10`.
-fn lr_at(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
+pub(crate) fn lr_at(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
     }
@@ -484,7 +484,11 @@ pub fn windows(seq: &TokenSeq, max_len: usize) -> Vec<TokenSeq> {
 }
 
 /// Shuffled, augmented batches of similar length (less padding).
-fn epoch_batches(windows: &[TokenSeq], batch: usize, mut rng: SeedRng) -> Vec<Vec<NoteSeq>> {
+pub(crate) fn epoch_batches(
+    windows: &[TokenSeq],
+    batch: usize,
+    mut rng: SeedRng,
+) -> Vec<Vec<NoteSeq>> {
     let mut order: Vec<usize> = (0..windows.len()).collect();
     shuffle(&mut order, &mut rng);
     for chunk in order.chunks_mut(batch * 16) {
@@ -514,7 +518,7 @@ fn epoch_batches(windows: &[TokenSeq], batch: usize, mut rng: SeedRng) -> Vec<Ve
     batches
 }
 
-fn shuffle<T>(v: &mut [T], rng: &mut SeedRng) {
+pub(crate) fn shuffle<T>(v: &mut [T], rng: &mut SeedRng) {
     for i in (1..v.len()).rev() {
         v.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
@@ -603,7 +607,7 @@ pub fn masked_loss(logits: &Tensor, target: &Tensor, mask: &Tensor) -> Result<Te
     Ok(((nll * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64)?)
 }
 
-fn clip_gradients(
+pub(crate) fn clip_gradients(
     grads: &mut candle_core::backprop::GradStore,
     vars: &[candle_core::Var],
     max_norm: f32,
@@ -688,7 +692,12 @@ fn class_bits(logits: &[f32], target: u32, in_class: impl Fn(u32) -> bool) -> f3
     ((sum.ln() - (logits[target as usize] - max)) / std::f32::consts::LN_2).max(0.0)
 }
 
-fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(
+    show: bool,
+    len: usize,
+    epoch: usize,
+    epochs: usize,
+) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

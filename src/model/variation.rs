@@ -1,0 +1,521 @@
+//! Variations and morphs of hooks with the melody VAE (`super::vae`): the API the plugin
+//! and `melodist vary` / `melodist morph` call.
+//!
+//! A hook becomes one latent code per 2-bar segment ([`VaeModel::encode`], the posterior
+//! mean). A **variation** moves each code towards a random point of the prior along the
+//! great circle between them ([`vary`]: distance 0 is the hook, 1 an unrelated melody); a
+//! **morph** walks the great circle from A's code to B's ([`morph`], spherical
+//! interpolation: codes drawn from a Gaussian live near a sphere, and a straight line
+//! between two of them passes through the improbable region near the origin).
+//! [`VaeModel::decode`] writes notes back under the producer's masks (key, register) with
+//! the sampler the LSTM uses (`super::sampler`), so what it plays is always something the
+//! decoder considered, never a snapped note.
+//!
+//! Files, as for the LSTM: `config.json` (format tag, shape, FNV-1a of the weights) and
+//! `model.safetensors`; anything missing or damaged is an error that says what is wrong
+//! (the plugin then falls back to the LSTM).
+
+use super::grid::TPQ;
+use super::sampler::{PitchRules, duration_bias, pitch_bias, sample};
+use super::segment::{onsets, segment_batch, segment_ticks, segments};
+use super::tokenizer::{
+    BOS, NoteSeq, PAD, REST, Style, TokenSeq, VOCAB, cond_tokens, encode, token_key_pitch,
+    token_ticks,
+};
+use super::vae::{Vae, VaeConfig};
+use super::{CONFIG_FILE, WEIGHTS_FILE, checksum};
+use crate::midi::{Melody, MelodyNote};
+use crate::music::{Key, Meter, SeedRng};
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const FORMAT: &str = "melodist-vae/1";
+/// Most notes a decoded segment may have (2 bars of 4/4 in sixteenths is 32).
+const MAX_SEGMENT_NOTES: usize = 64;
+
+/// `config.json` of a VAE: everything needed to rebuild the network around the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaeFile {
+    pub format: String,
+    pub model: VaeConfig,
+    /// FNV-1a of `model.safetensors`, hex.
+    pub weights_fnv1a: String,
+}
+
+/// Writes `config.json` + `model.safetensors` into `dir`.
+pub fn save_vae(dir: &Path, config: &VaeConfig, varmap: &VarMap) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    varmap
+        .save(&weights)
+        .with_context(|| format!("cannot write {}", weights.display()))?;
+    let file = VaeFile {
+        format: FORMAT.into(),
+        model: config.clone(),
+        weights_fnv1a: checksum(&std::fs::read(&weights)?),
+    };
+    std::fs::write(dir.join(CONFIG_FILE), serde_json::to_string_pretty(&file)?)?;
+    Ok(())
+}
+
+/// Where a phrase lives: what the decoder is conditioned on and how long a segment is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhraseContext {
+    pub meter: Meter,
+    pub key: Key,
+    pub style: Style,
+}
+
+/// A phrase as the VAE holds it: one latent code per segment, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub codes: Vec<Vec<f32>>,
+    pub context: PhraseContext,
+}
+
+/// The producer's masks and the sampling temperature for decoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeRules {
+    /// Register, MIDI notes (inclusive).
+    pub low: u8,
+    pub high: u8,
+    /// Only pitches of the context's key.
+    pub scale_lock: bool,
+    /// 0 = the decoder's most likely note at every step.
+    pub temperature: f32,
+    pub top_p: f32,
+}
+
+impl DecodeRules {
+    /// No masks, most likely notes: what the model itself reconstructs (measurements).
+    pub fn exact() -> Self {
+        Self {
+            low: 0,
+            high: 127,
+            scale_lock: false,
+            temperature: 0.0,
+            top_p: 1.0,
+        }
+    }
+}
+
+impl Default for DecodeRules {
+    fn default() -> Self {
+        Self {
+            low: 48,
+            high: 96,
+            scale_lock: true,
+            temperature: 0.3,
+            top_p: 0.95,
+        }
+    }
+}
+
+/// A trained VAE, ready to encode and decode phrases.
+pub struct VaeModel {
+    pub vae: Vae,
+}
+
+impl VaeModel {
+    /// Loads `config.json` and `model.safetensors` from `dir`.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path)
+                .with_context(|| format!("VAE model: cannot read {}", path.display()))
+        };
+        Self::load(&read(CONFIG_FILE)?, &read(WEIGHTS_FILE)?)
+    }
+
+    /// Rebuilds the network from the two files' bytes, with a clear error for anything wrong.
+    pub fn load(config_json: &[u8], safetensors: &[u8]) -> Result<Self> {
+        let file: VaeFile = serde_json::from_slice(config_json)
+            .context("VAE config.json is not a valid VAE model config")?;
+        if file.format != FORMAT {
+            bail!(
+                "VAE config.json has format {:?}, this Melodist reads {FORMAT:?}",
+                file.format
+            );
+        }
+        if file.model.vocab != VOCAB {
+            bail!(
+                "VAE was trained with a different tokenizer (vocab {}, this build {VOCAB})",
+                file.model.vocab
+            );
+        }
+        if checksum(safetensors) != file.weights_fnv1a {
+            bail!(
+                "VAE model.safetensors does not match config.json (damaged, truncated or from another model)"
+            );
+        }
+        let vb = VarBuilder::from_slice_safetensors(safetensors, DType::F32, &Device::Cpu)
+            .context("VAE model.safetensors is not readable")?;
+        let vae = Vae::new(file.model, vb)
+            .context("VAE model.safetensors does not fit the network in config.json")?;
+        Ok(Self { vae })
+    }
+
+    /// Ticks of one segment in `meter`.
+    pub fn segment_ticks(&self, meter: Meter) -> u32 {
+        segment_ticks(meter, self.vae.config.bars)
+    }
+
+    /// The posterior means of a phrase's segments. `notes` start at bar 1 (quarter notes
+    /// from its downbeat); a last, partial segment is completed with silence.
+    pub fn encode(&self, notes: &[MelodyNote], context: PhraseContext) -> Result<Encoded> {
+        let melody = Melody {
+            title: String::new(),
+            meter: context.meter,
+            key: Some(context.key),
+            notes: notes.to_vec(),
+        };
+        let seq = encode(&melody, context.style)
+            .context("the phrase has no notes, or a note outside MIDI 24..=107")?;
+        let segs = segments(&seq, self.segment_ticks(context.meter), 0);
+        Ok(Encoded {
+            codes: self.posterior_means(&segs)?,
+            context,
+        })
+    }
+
+    /// μ of each segment (token sequences from [`segments`]).
+    pub fn posterior_means(&self, segs: &[TokenSeq]) -> Result<Vec<Vec<f32>>> {
+        if segs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let steps: Vec<NoteSeq> = segs.iter().map(NoteSeq::from_tokens).collect();
+        let (mu, _) = self.vae.encode(&segment_batch(&steps)?)?;
+        Ok(mu.to_vec2()?)
+    }
+
+    /// The notes of a phrase, segment after segment (quarter notes from its downbeat).
+    /// The same codes, rules and seed always give the same notes.
+    pub fn decode(
+        &self,
+        phrase: &Encoded,
+        rules: &DecodeRules,
+        seed: u64,
+    ) -> Result<Vec<MelodyNote>> {
+        let ctx = phrase.context;
+        let ticks = self.segment_ticks(ctx.meter);
+        let mut notes = Vec::new();
+        for (k, z) in phrase.codes.iter().enumerate() {
+            let mut rng = SeedRng::derive(&[seed, k as u64]);
+            let cond = cond_tokens(ctx.style, ctx.meter, ctx.key);
+            let tokens = decode_segment(&self.vae, z, cond, ctx.key, ticks, rules, &mut rng)?;
+            let steps = NoteSeq::from_tokens(&tokens);
+            for ((&p, &d), at) in steps.pitch.iter().zip(&steps.dur).zip(onsets(&steps)) {
+                if let Some(pitch) = token_key_pitch(p, ctx.key) {
+                    let q = |t: u32| t as f64 / TPQ as f64;
+                    notes.push(MelodyNote {
+                        start: q(k as u32 * ticks + at),
+                        duration: q(token_ticks(d).unwrap_or(TPQ)),
+                        pitch,
+                        velocity: 80,
+                    });
+                }
+            }
+        }
+        Ok(notes)
+    }
+}
+
+/// One segment of `ticks` ticks decoded from `z` with header tokens `cond` (style, meter,
+/// key) under `rules`: the header, then pitch/duration pairs that fill it exactly.
+pub fn decode_segment(
+    vae: &Vae,
+    z: &[f32],
+    cond: [u32; 3],
+    key: Key,
+    ticks: u32,
+    rules: &DecodeRules,
+    rng: &mut SeedRng,
+) -> Result<TokenSeq> {
+    let mut out = TokenSeq::default();
+    for tok in [BOS, cond[0], cond[1], cond[2]] {
+        out.push(tok, Default::default());
+    }
+    let pitch_rules = PitchRules {
+        key: &key,
+        scale_lock: rules.scale_lock,
+        low: rules.low.min(rules.high),
+        high: rules.high.max(rules.low),
+        allow_rest: true,
+        cadence: None,
+        last_two: None,
+        chord: 0,
+        chord_bonus: 0.0,
+        beta: 0.0,
+        motif: None,
+        motif_weight: 0.0,
+        repeated: None,
+        repeat_penalty: 0.0,
+    };
+    let mut state = vae.start(z, cond)?;
+    let (mut bias, mut scratch) = (vec![0.0; VOCAB], Vec::new());
+    let (mut prev, mut pos) = ((BOS, PAD), 0);
+    while pos < ticks && out.len() < 4 + 2 * MAX_SEGMENT_NOTES {
+        let logits = vae.step(prev.0, prev.1, pos as usize, &mut state)?;
+        pitch_bias(&mut bias, &pitch_rules);
+        let pitch = sample(
+            &logits,
+            &bias,
+            rules.temperature,
+            rules.top_p,
+            rng,
+            &mut scratch,
+        )
+        .unwrap_or(REST);
+        let logits = vae.duration_logits(pitch, &state)?;
+        duration_bias(&mut bias, ticks - pos, 0.0, None, 0.0);
+        let dur = sample(
+            &logits,
+            &bias,
+            rules.temperature,
+            rules.top_p,
+            rng,
+            &mut scratch,
+        )
+        .expect("the shortest duration is never masked");
+        // The one duration allowed to reach past the segment's end is cut there.
+        let dur = ticks_token_within(dur, ticks - pos);
+        out.push(pitch, Default::default());
+        out.push(dur, Default::default());
+        pos += token_ticks(dur).unwrap_or(ticks);
+        prev = (pitch, dur);
+    }
+    Ok(out)
+}
+
+/// `dur` if it fits in `left` ticks, else the longest duration token that does.
+fn ticks_token_within(dur: u32, left: u32) -> u32 {
+    use super::grid::DURATIONS;
+    use super::tokenizer::dur_token;
+    if token_ticks(dur).is_some_and(|t| t <= left) {
+        return dur;
+    }
+    dur_token(DURATIONS.iter().rposition(|&d| d <= left).unwrap_or(0) as u8)
+}
+
+/// Spherical interpolation from `a` (t = 0) to `b` (t = 1); linear when they are parallel.
+pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let cos = (dot / (norm(a) * norm(b)).max(1e-12)).clamp(-1.0, 1.0);
+    let omega = cos.acos();
+    let (wa, wb) = if omega.sin().abs() < 1e-4 {
+        (1.0 - t, t)
+    } else {
+        let s = omega.sin();
+        (((1.0 - t) * omega).sin() / s, (t * omega).sin() / s)
+    };
+    a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect()
+}
+
+/// A point of the prior N(0, I), from `rng` (Box–Muller, so seeded and versionless).
+pub fn prior_sample(dims: usize, rng: &mut SeedRng) -> Vec<f32> {
+    (0..dims)
+        .map(|_| {
+            let u = rng.next_f32().max(1e-7);
+            let v = rng.next_f32();
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect()
+}
+
+/// A variation of `hook` at `distance` (0 = the hook, 1 = a fresh melody from the prior):
+/// each segment's code moves that far along the great circle towards a random prior point.
+pub fn vary(hook: &Encoded, distance: f32, seed: u64) -> Encoded {
+    let codes = (hook.codes.iter().enumerate())
+        .map(|(k, z)| {
+            let target = prior_sample(z.len(), &mut SeedRng::derive(&[seed, k as u64, 0x7a]));
+            slerp(z, &target, distance.clamp(0.0, 1.0))
+        })
+        .collect();
+    Encoded {
+        codes,
+        context: hook.context,
+    }
+}
+
+/// The phrase `t` of the way from `a` (t = 0) to `b` (t = 1), in `a`'s context (meter, key,
+/// style). Segment `k` of one is paired with segment `k` of the other; the shorter phrase
+/// is repeated to the longer one's length.
+pub fn morph(a: &Encoded, b: &Encoded, t: f32) -> Encoded {
+    if a.codes.is_empty() || b.codes.is_empty() {
+        return a.clone();
+    }
+    let n = a.codes.len().max(b.codes.len());
+    let codes = (0..n)
+        .map(|k| {
+            let za = &a.codes[k % a.codes.len()];
+            let zb = &b.codes[k % b.codes.len()];
+            slerp(za, zb, t.clamp(0.0, 1.0))
+        })
+        .collect();
+    Encoded {
+        codes,
+        context: a.context,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::music::{PitchClass, Scale};
+
+    /// A tiny untrained VAE, saved and loaded back as the plugin would load a shipped one.
+    fn tiny(dir: &Path) -> Result<VaeModel> {
+        let config = VaeConfig {
+            embed: 8,
+            enc_hidden: 6,
+            dec_hidden: 12,
+            latent: 6,
+            dur_hidden: 5,
+            ..VaeConfig::default()
+        };
+        let varmap = VarMap::new();
+        Vae::new(
+            config.clone(),
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )?;
+        save_vae(dir, &config, &varmap)?;
+        VaeModel::load_dir(dir)
+    }
+
+    fn context() -> PhraseContext {
+        PhraseContext {
+            meter: Meter::new(4, 4),
+            key: Key::new(PitchClass::D, Scale::Minor),
+            style: Style::Reel,
+        }
+    }
+
+    /// Four bars of eighths and quarters, D minor, some out of the register used below.
+    fn hook() -> Vec<MelodyNote> {
+        let pitches = [
+            62, 65, 69, 74, 72, 70, 69, 67, 65, 64, 62, 57, 50, 53, 57, 62,
+        ];
+        let mut t = 0.0;
+        pitches
+            .iter()
+            .enumerate()
+            .map(|(i, &pitch)| {
+                let duration = if i % 3 == 2 { 1.0 } else { 0.5 };
+                let n = MelodyNote {
+                    start: t,
+                    duration,
+                    pitch,
+                    velocity: 90,
+                };
+                t += duration;
+                n
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_code_and_seed_decode_the_same_notes() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let model = tiny(dir.path())?;
+        let phrase = model.encode(&hook(), context())?;
+        assert_eq!(phrase.codes.len(), 2, "a 4-bar hook is two 2-bar segments");
+        let rules = DecodeRules {
+            temperature: 1.0,
+            ..DecodeRules::default()
+        };
+        let a = model.decode(&phrase, &rules, 7)?;
+        assert_eq!(a, model.decode(&phrase, &rules, 7)?);
+        assert!(!a.is_empty());
+        // The segments tile the phrase: nothing starts past its 16 beats.
+        assert!(a.iter().all(|n| n.start < 16.0));
+        Ok(())
+    }
+
+    #[test]
+    fn slerp_ends_are_the_two_codes_and_morph_ends_decode_as_a_and_b() -> Result<()> {
+        let (a, b) = ([0.3, -1.2, 2.0, 0.0], [-0.5, 0.4, 1.0, 2.5]);
+        assert_eq!(slerp(&a, &b, 0.0), a);
+        assert_eq!(slerp(&a, &b, 1.0), b);
+        let mid = slerp(&a, &b, 0.5);
+        assert!(mid.iter().zip(&a).any(|(x, y)| x != y));
+
+        let dir = tempfile::tempdir()?;
+        let model = tiny(dir.path())?;
+        let hook_a = model.encode(&hook(), context())?;
+        let reversed: Vec<MelodyNote> = (hook().iter().rev().enumerate())
+            .map(|(i, n)| MelodyNote {
+                start: i as f64,
+                ..*n
+            })
+            .collect();
+        let hook_b = model.encode(&reversed, context())?;
+        assert_ne!(hook_a.codes, hook_b.codes);
+        assert_eq!(morph(&hook_a, &hook_b, 0.0).codes, hook_a.codes);
+        assert_eq!(morph(&hook_a, &hook_b, 1.0).codes, hook_b.codes);
+        let rules = DecodeRules::default();
+        let decode = |p: &Encoded| model.decode(p, &rules, 3);
+        assert_eq!(decode(&morph(&hook_a, &hook_b, 0.0))?, decode(&hook_a)?);
+        assert_eq!(decode(&morph(&hook_a, &hook_b, 1.0))?, decode(&hook_b)?);
+        // Distance 0 is the hook itself; a larger one moves away.
+        assert_eq!(vary(&hook_a, 0.0, 5).codes, hook_a.codes);
+        assert_ne!(vary(&hook_a, 0.5, 5).codes, hook_a.codes);
+        Ok(())
+    }
+
+    #[test]
+    fn vary_and_morph_stay_in_the_scale_and_register() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let model = tiny(dir.path())?;
+        let ctx = context();
+        let hook_a = model.encode(&hook(), ctx)?;
+        // An untrained decoder at full temperature proposes anything: the masks must hold.
+        let rules = DecodeRules {
+            low: 60,
+            high: 72,
+            scale_lock: true,
+            temperature: 1.0,
+            top_p: 1.0,
+        };
+        let far = vary(&hook_a, 1.0, 9);
+        let mut notes = Vec::new();
+        for seed in 0..8 {
+            notes.extend(model.decode(&vary(&hook_a, 0.4, seed), &rules, seed)?);
+            notes.extend(model.decode(&morph(&hook_a, &far, seed as f32 / 7.0), &rules, seed)?);
+        }
+        assert!(notes.len() > 20, "{} notes", notes.len());
+        for n in &notes {
+            assert!((60..=72).contains(&n.pitch), "{n:?} out of register");
+            assert!(ctx.key.contains(n.pitch), "{n:?} out of D minor");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn missing_or_damaged_weights_are_clear_errors() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        tiny(dir.path())?;
+        let message = |r: Result<VaeModel>| format!("{:#}", r.err().expect("an error"));
+        let config = std::fs::read(dir.path().join(CONFIG_FILE))?;
+        let mut weights = std::fs::read(dir.path().join(WEIGHTS_FILE))?;
+        let last = weights.len() - 1;
+        weights[last] ^= 0x55;
+        assert!(message(VaeModel::load(&config, &weights)).contains("does not match config.json"));
+        weights.truncate(100);
+        assert!(message(VaeModel::load(&config, &weights)).contains("does not match"));
+        assert!(message(VaeModel::load(b"{}", &weights)).contains("not a valid VAE model config"));
+        let lstm_like = String::from_utf8(config)?.replace(FORMAT, "melodist-neural-lstm/3");
+        let wrong_format = VaeModel::load(lstm_like.as_bytes(), &weights);
+        assert!(message(wrong_format).contains("format"));
+        std::fs::remove_file(dir.path().join(WEIGHTS_FILE))?;
+        let missing = message(VaeModel::load_dir(dir.path()));
+        assert!(
+            missing.contains("cannot read") && missing.contains(WEIGHTS_FILE),
+            "{missing}"
+        );
+        Ok(())
+    }
+}
