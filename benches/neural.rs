@@ -5,11 +5,13 @@
 //! Needs the shipped model in `models/neural/`; run with `cargo bench --bench neural`.
 //!
 //! Before criterion's benches it prints one side-by-side table (best of 5 runs each):
-//! - µs per note (LSTM step + duration layer) of the fast path (`model::lstm_fast`) and of
+//! - µs per note (LSTM step + duration layer) of the fast path (`model::lstm_fast`, with
+//!   f32 and with bf16 weight matrices) and of
 //!   candle's step in a one-thread pool, in this process (whatever `RAYON_NUM_THREADS` it
 //!   has) and in a child process of this benchmark with `RAYON_NUM_THREADS=1`;
 //! - ms per 4/4 bar at density 0.5, sampling included, on a spawned worker thread as the
-//!   plugin runs it (the plugin cannot set environment variables), fast path and candle.
+//!   plugin runs it (the plugin cannot set environment variables): fast path (f32, bf16)
+//!   and candle.
 //!
 //! `cargo bench --bench neural -- --side-by-side` prints the table only.
 
@@ -19,6 +21,7 @@ use melodist::generator::loader::{
 };
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{GenSettings, Generator, PhraseRequest};
+use melodist::model::lstm_fast::{FastLstm, Precision};
 use melodist::model::tokenizer::{Onset, Style, cond_tokens};
 use melodist::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE};
 use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
@@ -183,8 +186,7 @@ fn candle_us_per_note(g: &NeuralGenerator) -> f64 {
     })
 }
 
-fn fast_us_per_note(g: &NeuralGenerator) -> f64 {
-    let fast = g.fast_model();
+fn fast_us_per_note(fast: &FastLstm) -> f64 {
     let mut state = fast.state();
     let c_major = Key::new(PitchClass::C, Scale::Major);
     fast.start(
@@ -200,9 +202,9 @@ fn fast_us_per_note(g: &NeuralGenerator) -> f64 {
 
 /// ms per 4/4 bar at density 0.5 on a spawned worker thread: best of 5 runs of 64 phrases
 /// of 4 bars, with the fast path or candle's reference decoder.
-fn ms_per_bar(reference: bool) -> f64 {
+fn ms_per_bar(reference: bool, precision: Precision) -> f64 {
     std::thread::spawn(move || {
-        let mut g = shipped();
+        let mut g = shipped().with_precision(precision).unwrap();
         let mut phrase = |seed: u64| {
             let req = PhraseRequest {
                 settings: GenSettings {
@@ -240,7 +242,8 @@ fn ms_per_bar(reference: bool) -> f64 {
 fn side_by_side() {
     let g = shipped();
     let rayon_env = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
-    let fast = fast_us_per_note(&g);
+    let fast = fast_us_per_note(g.fast_model());
+    let bf16 = fast_us_per_note(&FastLstm::with_precision(g.model(), Precision::Bf16).unwrap());
     let candle = candle_us_per_note(&g);
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .env(CANDLE_CHILD, "1")
@@ -249,15 +252,19 @@ fn side_by_side() {
         .ok()
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .and_then(|text| text.trim().parse::<f64>().ok());
-    let (bar_fast, bar_candle) = (ms_per_bar(false), ms_per_bar(true));
+    let bar_fast = ms_per_bar(false, Precision::F32);
+    let bar_bf16 = ms_per_bar(false, Precision::Bf16);
+    let bar_candle = ms_per_bar(true, Precision::F32);
     println!("neural side by side (2x256 LSTM, batch 1, one thread):");
-    println!("  fast path                                {fast:8.1} µs/note");
+    println!("  fast path, f32 weights                   {fast:8.1} µs/note");
+    println!("  fast path, bf16 weights                  {bf16:8.1} µs/note");
     println!("  candle, RAYON_NUM_THREADS {rayon_env:<6}         {candle:8.1} µs/note");
     match child {
         Some(us) => println!("  candle, RAYON_NUM_THREADS=1 (child)      {us:8.1} µs/note"),
         None => println!("  candle, RAYON_NUM_THREADS=1 (child)      failed to run"),
     }
     println!("  worker thread, 4/4 density 0.5, fast     {bar_fast:8.3} ms/bar");
+    println!("  worker thread, 4/4 density 0.5, bf16     {bar_bf16:8.3} ms/bar");
     println!("  worker thread, 4/4 density 0.5, candle   {bar_candle:8.3} ms/bar");
 }
 

@@ -3,8 +3,9 @@
 
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
 use crate::generator::markov::MarkovModel;
+use crate::model::lstm_fast::{FastLstm, Precision};
 use crate::model::tokenizer::encode;
-use crate::model::train::{BitsPerNote, CorpusTune, load_corpus, note_bits};
+use crate::model::train::{BitsPerNote, CorpusTune, fast_note_bits, load_corpus, note_bits};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -41,6 +42,16 @@ pub struct Args {
     /// chord track); compare with and without to see what harmony is worth.
     #[arg(long)]
     pub no_chords: bool,
+    /// Score a neural model through the decoder the plugin runs, with its weight matrices
+    /// in this precision, instead of candle's forward: what bf16 weights cost in bits.
+    #[arg(long, value_enum)]
+    pub fast_path: Option<FastPath>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FastPath {
+    F32,
+    Bf16,
 }
 
 /// The model `--model` (and `--markov-file`) name, loaded before the corpus is read so a
@@ -57,6 +68,12 @@ fn model(args: &Args) -> Result<Option<LoadedModel>> {
 
 pub fn run(args: Args) -> Result<()> {
     let model = model(&args)?;
+    if args.fast_path.is_some() && !matches!(model, Some(LoadedModel::Neural(_))) {
+        bail!(
+            "--fast-path scores a neural model's decoder; {} is not one",
+            args.model
+        );
+    }
     let (tunes, skipped) = load_corpus(&args.midi_dirs)?;
     // Only tunes both models can read, so both are scored on the same notes.
     let usable = |t: &&CorpusTune| encode(&t.melody, t.style).is_some();
@@ -97,18 +114,32 @@ pub fn run(args: Args) -> Result<()> {
                     }
                 })
                 .collect();
-            note_bits(generator.model(), &seqs)?
+            let precision = match args.fast_path {
+                None => {
+                    return report(
+                        &args,
+                        chosen.len(),
+                        skipped,
+                        &note_bits(generator.model(), &seqs)?,
+                    );
+                }
+                Some(FastPath::F32) => Precision::F32,
+                Some(FastPath::Bf16) => Precision::Bf16,
+            };
+            fast_note_bits(
+                &FastLstm::with_precision(generator.model(), precision)?,
+                &seqs,
+            )
         }
     };
-    let b = BitsPerNote::from_pairs(&bits);
+    report(&args, chosen.len(), skipped, &bits)
+}
+
+fn report(args: &Args, tunes: usize, skipped: usize, bits: &[(f32, f32)]) -> Result<()> {
+    let b = BitsPerNote::from_pairs(bits);
     println!(
         "{}: {} tunes, {} notes ({skipped} files skipped): {:.3} bits/note (pitch {:.3}, duration {:.3})",
-        args.model,
-        chosen.len(),
-        b.notes,
-        b.total,
-        b.pitch,
-        b.duration
+        args.model, tunes, b.notes, b.total, b.pitch, b.duration
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::{Generator, Phrase, PhraseRequest};
 use crate::model::copyguard::CopyGuard;
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::lstm::{Lstm, LstmState};
-use crate::model::lstm_fast::{FastLstm, FastState};
+use crate::model::lstm_fast::{FastLstm, FastState, Precision};
 use crate::model::sampler::{PitchRules, SamplerConfig, duration_bias, pitch_bias, sample};
 use crate::model::tokenizer::{
     BOS, Onset, PAD, STRAIN_BARS, Style, cond_tokens, key_pitch_token, relative_chord, ticks_token,
@@ -171,6 +171,12 @@ impl NeuralGenerator {
     /// The decoder the generator runs (for benchmarks and tests).
     pub fn fast_model(&self) -> &FastLstm {
         &self.fast
+    }
+
+    /// Decodes with the weight matrices in `precision` from now on (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.fast = FastLstm::with_precision(&self.model, precision)?;
+        Ok(self)
     }
 
     /// Decoding state before the first note; exposed for benchmarks and tests.

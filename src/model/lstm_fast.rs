@@ -18,13 +18,31 @@
 //! is a slice of it with no copy. The first layer's input projections of every table row
 //! come precomputed from [`super::lstm::Lstm`], so reading a note costs three table rows.
 //!
-//! The step is bound by reading the weights (≈ 3.4 MB f32 for the 2×256 model per note);
-//! on x86-64 the products run with AVX2 when the CPU has it (detected once, no FMA so the
-//! result is bit-identical to the portable path).
+//! The step is bound by reading the weights (≈ 3.4 MB f32 for the 2×256 model per note,
+//! more than a core's L2 cache, so every note streams them from L3). Two things cut it:
+//! - **bf16 weights** ([`Precision::Bf16`]): the matrices are stored as the top 16 bits of
+//!   each f32 (rounded to nearest by candle), half the bytes; products still accumulate in
+//!   f32. Widening bf16 to f32 is a shift, so the same loop vectorises for both.
+//! - **Fused multiply-add**: on x86-64 with AVX2 and FMA (every x86-64 CPU since 2013) the
+//!   products run as AVX2 FMA; on aarch64 FMA is native. The portable loop is the same
+//!   code, so both round identically and a seed gives the same notes on every such CPU.
+//!   Only x86-64 CPUs without FMA fall back to a separate multiply and add (whose results
+//!   may differ in the last bit).
 
 use super::lstm::{Lstm, LstmConfig};
 use super::tokenizer::{Onset, STRAIN_BARS};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
+
+/// How the weight matrices are stored. The tables read a row per note (token, position,
+/// chord inputs) and the biases stay f32 either way: they are a few KB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// The trained weights exactly: matches candle's forward to 1e-4 (the tests hold it).
+    #[default]
+    F32,
+    /// Weights rounded to bfloat16: half the bytes to read per note.
+    Bf16,
+}
 
 /// The decode-only network: the weights of an [`Lstm`], laid out for matrix-vector products.
 pub struct FastLstm {
@@ -39,6 +57,7 @@ pub struct FastLstm {
     cadence_in: Vec<f32>,
     chord_in: Vec<f32>,
     layers: Vec<Layer>,
+    precision: Precision,
     pitch_head: Dense,
     dur_in: Dense,
     /// The chosen pitch's contribution to the duration layer, `[vocab, dur_hidden]`.
@@ -48,14 +67,21 @@ pub struct FastLstm {
 
 struct Layer {
     /// `W_hh^T` (`[H, 4H]`) for the first layer, `[W_ih^T; W_hh^T]` (`[2H, 4H]`) above it.
-    w: Vec<f32>,
+    w: Matrix,
     bias: Vec<f32>,
 }
 
 /// A linear layer: `w` is `[in, out]` row-major.
 struct Dense {
-    w: Vec<f32>,
+    w: Matrix,
     bias: Vec<f32>,
+}
+
+/// A row-major `[inputs, outputs]` matrix in its [`Precision`].
+enum Matrix {
+    F32(Vec<f32>),
+    /// bfloat16 bits: the top half of each f32.
+    Bf16(Vec<u16>),
 }
 
 /// Recurrent state and scratch of one sequence, allocated once ([`FastLstm::state`]) and
@@ -75,24 +101,43 @@ pub struct FastState {
 }
 
 impl FastLstm {
-    /// Copies the weights out of the candle model (once, at load time).
+    /// Copies the weights out of the candle model (once, at load time), exactly.
     pub fn from_lstm(m: &Lstm) -> Result<Self> {
+        Self::with_precision(m, Precision::F32)
+    }
+
+    /// Copies the weights out of the candle model, the matrices stored in `precision`.
+    pub fn with_precision(m: &Lstm, precision: Precision) -> Result<Self> {
         let w = m.weights();
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let transposed = |t: &Tensor| flat(&t.t()?.contiguous()?);
+        let matrix = |t: &Tensor| -> Result<Matrix> {
+            let t = t.t()?.contiguous()?;
+            Ok(match precision {
+                Precision::F32 => Matrix::F32(flat(&t)?),
+                Precision::Bf16 => {
+                    // candle rounds to nearest; the low 16 bits of the widened value are 0.
+                    let rounded = flat(&t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)?;
+                    Matrix::Bf16(rounded.iter().map(|x| (x.to_bits() >> 16) as u16).collect())
+                }
+            })
+        };
         let mut layers = Vec::new();
         for (l, (w_ih, w_hh, bias)) in w.layers.iter().enumerate() {
-            let mut stacked = if l == 0 { vec![] } else { transposed(w_ih)? };
-            stacked.extend(transposed(w_hh)?);
+            // `[W_ih; W_hh]^T` above the first layer, which reads `[x; h]`.
+            let stacked = if l == 0 {
+                (*w_hh).clone()
+            } else {
+                Tensor::cat(&[*w_ih, *w_hh], 1)?
+            };
             layers.push(Layer {
-                w: stacked,
+                w: matrix(&stacked)?,
                 bias: flat(bias)?,
             });
         }
         let dense = |l: &candle_nn::Linear| -> Result<Dense> {
             let bias = l.bias().expect("linear layers are built with a bias");
             Ok(Dense {
-                w: transposed(l.weight())?,
+                w: matrix(l.weight())?,
                 bias: flat(bias)?,
             })
         };
@@ -104,11 +149,23 @@ impl FastLstm {
             cadence_in: w.cadence_in.map(flat).transpose()?.unwrap_or_default(),
             chord_in: w.chord_in.map(flat).transpose()?.unwrap_or_default(),
             layers,
+            precision,
             pitch_head: dense(w.pitch_head)?,
             dur_in: dense(w.dur_in)?,
             dur_pitch: flat(w.dur_pitch)?,
             dur_head: dense(w.dur_head)?,
         })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes of weights read per note (the matrices; table rows are a few KB).
+    pub fn bytes_per_note(&self) -> usize {
+        let dense = [&self.pitch_head, &self.dur_in, &self.dur_head];
+        let matrices = self.layers.iter().map(|l| &l.w);
+        matrices.chain(dense.map(|d| &d.w)).map(Matrix::bytes).sum()
     }
 
     /// Buffers for one sequence; call [`FastLstm::start`] before the first step.
@@ -177,7 +234,7 @@ impl FastLstm {
             // Gates: recurrent product (and, above layer 0, input product) plus input.
             s.gates.fill(0.0);
             let xh = &s.h[l.saturating_sub(1) * hid..(l + 1) * hid];
-            matvec(&layer.w, xh, &mut s.gates);
+            layer.w.matvec(xh, &mut s.gates);
             if l > 0 {
                 s.input.copy_from_slice(&layer.bias);
             }
@@ -208,8 +265,45 @@ impl Dense {
     /// `out = x · w + bias`.
     fn forward(&self, x: &[f32], out: &mut [f32]) {
         out.fill(0.0);
-        matvec(&self.w, x, out);
+        self.w.matvec(x, out);
         add(out, &self.bias);
+    }
+}
+
+impl Matrix {
+    /// `out += x · self`.
+    fn matvec(&self, x: &[f32], out: &mut [f32]) {
+        match self {
+            Matrix::F32(w) => matvec(w, x, out),
+            Matrix::Bf16(w) => matvec(w, x, out),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Matrix::F32(w) => 4 * w.len(),
+            Matrix::Bf16(w) => 2 * w.len(),
+        }
+    }
+}
+
+/// A stored weight, widened to f32 for the product.
+trait Weight: Copy {
+    fn widen(self) -> f32;
+}
+
+impl Weight for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Weight for u16 {
+    /// bfloat16 is the top half of an f32: widening is exact.
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits((self as u32) << 16)
     }
 }
 
@@ -238,28 +332,43 @@ fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
     }
 }
 
-/// `out += x · w` for `w` row-major `[x.len(), out.len()]`, with AVX2 where available.
-fn matvec(w: &[f32], x: &[f32], out: &mut [f32]) {
+/// `out += x · w` for `w` row-major `[x.len(), out.len()]`, with AVX2 FMA where available.
+fn matvec<W: Weight>(w: &[W], x: &[f32], out: &mut [f32]) {
     debug_assert_eq!(w.len(), x.len() * out.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above; the answer is cached by std).
-        unsafe { matvec_avx2(w, x, out) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above; std caches the answer).
+            unsafe { matvec_avx2_fma(w, x, out) };
+        } else {
+            matvec_rows::<W, false>(w, x, out);
+        }
     }
-    matvec_portable(w, x, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    matvec_rows::<W, true>(w, x, out);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn matvec_avx2(w: &[f32], x: &[f32], out: &mut [f32]) {
-    matvec_portable(w, x, out);
+#[target_feature(enable = "avx2,fma")]
+fn matvec_avx2_fma<W: Weight>(w: &[W], x: &[f32], out: &mut [f32]) {
+    matvec_rows::<W, true>(w, x, out);
+}
+
+/// `acc + x * w`, rounded once when `FUSED` (`mul_add`) and twice otherwise.
+#[inline(always)]
+fn madd<const FUSED: bool>(acc: f32, x: f32, w: f32) -> f32 {
+    if FUSED {
+        x.mul_add(w, acc)
+    } else {
+        acc + x * w
+    }
 }
 
 /// Four input rows per pass over `out`: a quarter of the loads and stores of `out`, and
 /// an inner loop over five zipped slices that compiles to straight vector code.
 #[inline(always)]
-fn matvec_portable(w: &[f32], x: &[f32], out: &mut [f32]) {
+fn matvec_rows<W: Weight, const FUSED: bool>(w: &[W], x: &[f32], out: &mut [f32]) {
     let n = out.len();
     let mut rows = w.chunks_exact(4 * n);
     let mut xs = x.chunks_exact(4);
@@ -269,12 +378,15 @@ fn matvec_portable(w: &[f32], x: &[f32], out: &mut [f32]) {
         let (r2, r3) = r.split_at(n);
         let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
         for ((((o, a), b), c), d) in out.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-            *o += x0 * a + x1 * b + x2 * c + x3 * d;
+            let acc = madd::<FUSED>(*o, x0, a.widen());
+            let acc = madd::<FUSED>(acc, x1, b.widen());
+            let acc = madd::<FUSED>(acc, x2, c.widen());
+            *o = madd::<FUSED>(acc, x3, d.widen());
         }
     }
     for (r, &x) in rows.remainder().chunks_exact(n).zip(xs.remainder()) {
         for (o, a) in out.iter_mut().zip(r) {
-            *o += x * a;
+            *o = madd::<FUSED>(*o, x, a.widen());
         }
     }
 }
@@ -362,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn avx2_and_portable_products_agree_bit_for_bit() {
+    fn simd_and_portable_products_agree_bit_for_bit() {
         let mut rng = SeedRng::new(3);
         let (rows, cols) = (37, 29);
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() - 0.5).collect();
@@ -370,11 +482,68 @@ mod tests {
         let mut a = vec![0.0; cols];
         let mut b = vec![0.0; cols];
         matvec(&w, &x, &mut a);
-        matvec_portable(&w, &x, &mut b);
+        // What the dispatch runs on this CPU, in portable code.
+        #[cfg(target_arch = "x86_64")]
+        let fused = std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused = true;
+        if fused {
+            matvec_rows::<f32, true>(&w, &x, &mut b);
+        } else {
+            matvec_rows::<f32, false>(&w, &x, &mut b);
+        }
         assert_eq!(a, b);
         for (j, got) in a.iter().enumerate() {
             let want: f32 = (0..rows).map(|i| x[i] * w[i * cols + j]).sum();
             assert!((got - want).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn bf16_product_is_the_f32_product_of_the_rounded_weights() {
+        let mut rng = SeedRng::new(5);
+        let (rows, cols) = (33, 40);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() - 0.5).collect();
+        let x: Vec<f32> = (0..rows).map(|_| rng.next_f32() - 0.5).collect();
+        let bits: Vec<u16> = w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let widened: Vec<f32> = bits.iter().map(|b| b.widen()).collect();
+        let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
+        matvec(&bits, &x, &mut a);
+        matvec(&widened, &x, &mut b);
+        assert_eq!(a, b);
+        // Truncated to 8 significant bits, still close to the exact product.
+        let mut exact = vec![0.0; cols];
+        matvec(&w, &x, &mut exact);
+        for (got, want) in a.iter().zip(&exact) {
+            assert!((got - want).abs() < 0.05, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn bf16_weights_stay_close_to_candle_and_halve_the_bytes() {
+        let model = random(LstmConfig::default(), 6);
+        let f32_path = FastLstm::from_lstm(&model).unwrap();
+        let bf16 = FastLstm::with_precision(&model, Precision::Bf16).unwrap();
+        assert_eq!(2 * bf16.bytes_per_note(), f32_path.bytes_per_note());
+        let cond = [1, 2, 3];
+        let (mut exact, mut rounded) = (f32_path.state(), bf16.state());
+        f32_path.start(cond, &mut exact);
+        bf16.start(cond, &mut rounded);
+        let at = Onset {
+            pos: 12,
+            cadence: 3,
+            chord: 0b1001_0001,
+        };
+        let mut worst = 0f32;
+        for note in 0..20u32 {
+            let want = f32_path.step(note + 5, note + 90, at, &mut exact).to_vec();
+            let got = bf16.step(note + 5, note + 90, at, &mut rounded);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in got.iter().zip(&want) {
+                worst = worst.max((a - b).abs() / scale);
+            }
+        }
+        // Different (so it really is rounded) but within a few percent of the logit range.
+        assert!(worst > 0.0 && worst < 0.05, "worst relative error {worst}");
     }
 }

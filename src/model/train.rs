@@ -18,6 +18,7 @@ use super::adamw::AdamW;
 use super::copyguard::{CopyGuard, melody_line};
 use super::grid::TPQ;
 use super::lstm::{Lstm, LstmConfig, NoteBatch, chord_row};
+use super::lstm_fast::FastLstm;
 use super::tokenizer::{
     CHORD_INPUTS, DUR0, END, METER0, NoteSeq, PAD, PITCH0, REST, Style, TokenSeq, encode,
     encode_with_chords, token_pitch,
@@ -650,6 +651,25 @@ pub fn note_bits(model: &Lstm, seqs: &[TokenSeq]) -> Result<Vec<(f32, f32)>> {
         }
     }
     Ok(out)
+}
+
+/// [`note_bits`] through the decoder the plugin runs ([`FastLstm`], in its precision), one
+/// note at a time as it decodes: what rounding the weights costs, in bits per note.
+pub fn fast_note_bits(model: &FastLstm, seqs: &[TokenSeq]) -> Vec<(f32, f32)> {
+    let mut state = model.state();
+    let mut out = Vec::new();
+    for seq in seqs {
+        let seq = NoteSeq::from_tokens(seq);
+        model.start(seq.cond, &mut state);
+        let (mut pitch_logits, mut dur_logits) = (Vec::new(), Vec::new());
+        for i in 0..seq.len() {
+            let step = model.step(seq.prev_pitch[i], seq.prev_dur[i], seq.at[i], &mut state);
+            pitch_logits.push(step.to_vec());
+            dur_logits.push(model.duration_logits(seq.pitch[i], &mut state).to_vec());
+        }
+        out.extend(seq_note_bits(&seq, &pitch_logits, &dur_logits));
+    }
+    out
 }
 
 fn seq_note_bits(
