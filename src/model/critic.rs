@@ -48,6 +48,10 @@ const STEP_FEATURES: usize = 4;
 /// `1 + (KERNEL - 1) * sum(DILATIONS)` steps.
 const DILATIONS: [usize; 3] = [1, 2, 4];
 const KERNEL: usize = 5;
+/// Batches are padded to at least this many steps (masked out): candle 0.11's convolution
+/// gradient computes `(steps - 1) - 2 * padding` in unsigned arithmetic, which overflows
+/// (a panic in debug builds) for sequences shorter than the widest padding allows.
+const MIN_STEPS: usize = 2 * DILATIONS[DILATIONS.len() - 1] * (KERNEL - 1) / 2 + 1;
 
 /// Shape of the critic; stored as `critic.json` next to the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,9 +108,8 @@ pub struct CriticBatch {
 
 impl CriticBatch {
     pub fn new(segments: &[&Segment], max_steps: usize) -> Result<Self> {
-        let t = (segments.iter().map(|s| s.steps.len()).max())
-            .unwrap_or(1)
-            .clamp(1, max_steps);
+        let longest = segments.iter().map(|s| s.steps.len()).max().unwrap_or(1);
+        let t = longest.min(max_steps).max(MIN_STEPS);
         let b = segments.len();
         let mut rows = vec![0u32; b * t * STEP_FEATURES];
         let mut mask = vec![0f32; b * t];
