@@ -84,7 +84,7 @@ fn key_progression(key: Key, k: usize, meter: Meter, bars: usize) -> Vec<u16> {
 /// defaults (also the "default settings" `melodist critic` samples a generator with).
 pub(crate) fn piece_settings(k: usize, style: Style, form: u8) -> (GenSettings, Meter) {
     const METERS: [(u8, u8); 4] = [(4, 4), (6, 8), (3, 4), (2, 4)];
-    let scale = if k % 2 == 0 {
+    let scale = if k.is_multiple_of(2) {
         Scale::Major
     } else {
         Scale::Minor

@@ -442,7 +442,7 @@ mod tests {
         let (mut real, mut fake) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let from = (rng.next_u64() % 7) as i64 + 7;
-            let up = rng.next_u64() % 2 == 0;
+            let up = rng.next_u64().is_multiple_of(2);
             let run = eighths(|i| {
                 let step = from + if up { i as i64 % 8 } else { -(i as i64 % 8) };
                 48 + 12 * step.div_euclid(7) as u8 + C_MAJOR[step.rem_euclid(7) as usize]
