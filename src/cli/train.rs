@@ -6,8 +6,9 @@ use crate::model::train::{TrainOptions, load_corpus, train};
 use anyhow::Result;
 use std::path::PathBuf;
 
+/// What every training command takes: the data, where to write, and how long to run.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct RunArgs {
     /// Folders (searched recursively) or files of MIDI melodies.
     #[arg(long = "midi-dir", required = true, num_args = 1..)]
     pub midi_dirs: Vec<PathBuf>,
@@ -23,6 +24,12 @@ pub struct Args {
     /// Stop after this many minutes (0-10080, a week), keeping the best weights so far.
     #[arg(long, value_parser = ranged(0.0f64..=10_080.0))]
     pub max_minutes: Option<f64>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Windows per batch, 1-1024.
     #[arg(long, default_value_t = 16, value_parser = ranged(1..=1024usize))]
     pub batch_size: usize,
@@ -52,7 +59,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (tunes, skipped) = load_corpus(&args.midi_dirs)?;
+    let (tunes, skipped) = load_corpus(&args.run.midi_dirs)?;
     let defaults = TrainOptions::default();
     let opts = TrainOptions {
         model: LstmConfig {
@@ -62,18 +69,18 @@ pub fn run(args: Args) -> Result<()> {
             ..LstmConfig::default()
         },
         window: args.window,
-        epochs: args.epochs,
+        epochs: args.run.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
         patience: args.patience,
-        max_minutes: args.max_minutes,
+        max_minutes: args.run.max_minutes,
         seed: args.seed,
-        resume: args.resume,
+        resume: args.run.resume,
         progress: !args.quiet,
         ..defaults
     };
     eprintln!("read {} melodies ({skipped} files skipped)", tunes.len());
-    let m = train(&tunes, skipped, &args.out, &opts)?;
+    let m = train(&tunes, skipped, &args.run.out, &opts)?;
     println!(
         "{}; best epoch {}: validation {:.3} bits/note (pitch {:.3}, duration {:.3}) over {} notes; {:.1} min, {:.0} notes/s -> {}",
         m.stopped,
@@ -84,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         m.best_val.notes,
         m.minutes,
         m.notes_per_second,
-        args.out.display()
+        args.run.out.display()
     );
     Ok(())
 }

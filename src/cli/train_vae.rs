@@ -2,29 +2,16 @@
 //! files, with the same corpus, split and checkpoints as `melodist train`.
 
 use super::ranged;
+use super::train::RunArgs;
 use crate::model::train::load_corpus;
 use crate::model::train_vae::{VaeTrainOptions, train_vae};
 use crate::model::vae::VaeConfig;
 use anyhow::Result;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Folders (searched recursively) or files of MIDI melodies.
-    #[arg(long = "midi-dir", required = true, num_args = 1..)]
-    pub midi_dirs: Vec<PathBuf>,
-    /// Output folder: config.json, model.safetensors, metrics.json, checkpoints.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Training epochs, 1-10000.
-    #[arg(long, default_value_t = 30, value_parser = ranged(1..=10_000usize))]
-    pub epochs: usize,
-    /// Continue from the checkpoint in `--out` (same data and options).
-    #[arg(long)]
-    pub resume: bool,
-    /// Stop after this many minutes (0-10080, a week), keeping the best weights so far.
-    #[arg(long, value_parser = ranged(0.0f64..=10_080.0))]
-    pub max_minutes: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Segments per batch, 1-4096.
     #[arg(long, default_value_t = 64, value_parser = ranged(1..=4096usize))]
     pub batch_size: usize,
@@ -64,7 +51,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (tunes, skipped) = load_corpus(&args.midi_dirs)?;
+    let (tunes, skipped) = load_corpus(&args.run.midi_dirs)?;
     eprintln!("read {} melodies ({skipped} files skipped)", tunes.len());
     let opts = VaeTrainOptions {
         model: VaeConfig {
@@ -74,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
             enc_hidden: (args.hidden / 2).max(4),
             ..VaeConfig::default()
         },
-        epochs: args.epochs,
+        epochs: args.run.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
         beta: args.beta,
@@ -82,13 +69,13 @@ pub fn run(args: Args) -> Result<()> {
         free_bits: args.free_bits,
         input_dropout: args.input_dropout,
         patience: args.patience,
-        max_minutes: args.max_minutes,
+        max_minutes: args.run.max_minutes,
         seed: args.seed,
-        resume: args.resume,
+        resume: args.run.resume,
         progress: !args.quiet,
         ..VaeTrainOptions::default()
     };
-    let m = train_vae(&tunes, &args.out, &opts)?;
+    let m = train_vae(&tunes, &args.run.out, &opts)?;
     let b = &m.best;
     println!(
         "{}; best epoch {}: validation recon {:.2} nats/segment, KL {:.2} nats/segment, {} active dims, note accuracy {:.1}% (teacher forced), decoded {:.1}%; {:.1} min, {:.0} segments/s -> {}",
@@ -101,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         100.0 * b.decoded_accuracy,
         m.minutes,
         m.segments_per_second,
-        args.out.display()
+        args.run.out.display()
     );
     Ok(())
 }

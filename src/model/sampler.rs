@@ -87,6 +87,29 @@ pub struct PitchRules<'a> {
     pub repeat_penalty: f32,
 }
 
+impl<'a> PitchRules<'a> {
+    /// Only the scale lock and the register: no cadence, chord, density, motif or
+    /// repetition shaping (set those fields with struct update syntax).
+    pub fn plain(key: &'a Key, scale_lock: bool, low: u8, high: u8) -> Self {
+        Self {
+            key,
+            scale_lock,
+            low: low.min(high),
+            high: high.max(low),
+            allow_rest: true,
+            cadence: None,
+            last_two: None,
+            chord: 0,
+            chord_bonus: 0.0,
+            beta: 0.0,
+            motif: None,
+            motif_weight: 0.0,
+            repeated: None,
+            repeat_penalty: 0.0,
+        }
+    }
+}
+
 /// Where a cadence note may land, by rule, tried in order: 0, a chord tone on the
 /// cadence's degrees; 1, a stable chord tone (a tonic ending over a G chord in A minor
 /// would clash, so it rests on B or D); 2, the cadence's degrees (no chord).
@@ -267,20 +290,9 @@ mod tests {
     fn cadences_land_on_their_degrees_and_leaps_turn_back() {
         let key = Key::new(PitchClass::D, Scale::Minor);
         let rules = |cadence, last_two| PitchRules {
-            key: &key,
-            scale_lock: true,
-            low: 60,
-            high: 84,
-            allow_rest: true,
             cadence,
             last_two,
-            chord: 0,
-            chord_bonus: 0.0,
-            beta: 0.0,
-            motif: None,
-            motif_weight: 0.0,
-            repeated: None,
-            repeat_penalty: 0.0,
+            ..PitchRules::plain(&key, true, 60, 84)
         };
         let open = |bias: &[f32]| -> Vec<u8> {
             (60..=84)

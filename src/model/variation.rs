@@ -238,22 +238,7 @@ pub fn decode_segment(
     for tok in [BOS, cond[0], cond[1], cond[2]] {
         out.push(tok, Default::default());
     }
-    let pitch_rules = PitchRules {
-        key: &key,
-        scale_lock: rules.scale_lock,
-        low: rules.low.min(rules.high),
-        high: rules.high.max(rules.low),
-        allow_rest: true,
-        cadence: None,
-        last_two: None,
-        chord: 0,
-        chord_bonus: 0.0,
-        beta: 0.0,
-        motif: None,
-        motif_weight: 0.0,
-        repeated: None,
-        repeat_penalty: 0.0,
-    };
+    let pitch_rules = PitchRules::plain(&key, rules.scale_lock, rules.low, rules.high);
     let mut state = vae.start(z, cond)?;
     let (mut bias, mut scratch) = (vec![0.0; VOCAB], Vec::new());
     let (mut prev, mut pos) = ((BOS, PAD), 0);
