@@ -413,15 +413,10 @@ pub fn train(
             out.join(CHECKPOINT_STATE),
             serde_json::to_string_pretty(&saved)?,
         )?;
-        if out_of_time {
-            stopped = format!(
-                "time budget of {:.0} min reached",
-                opts.max_minutes.unwrap_or_default()
-            );
-            break;
-        }
-        if ck.bad_epochs >= opts.patience {
-            stopped = format!("early stop: no improvement for {} epochs", ck.bad_epochs);
+        if let Some(reason) =
+            stop_reason(out_of_time, opts.max_minutes, ck.bad_epochs, opts.patience)
+        {
+            stopped = reason;
             break;
         }
     }
@@ -452,6 +447,21 @@ pub fn train(
         serde_json::to_string_pretty(&metrics)?,
     )?;
     Ok(metrics)
+}
+
+/// Why a training run stops after this epoch, if it does: out of time, or `patience`
+/// epochs without a better validation score.
+pub(crate) fn stop_reason(
+    out_of_time: bool,
+    max_minutes: Option<f64>,
+    bad_epochs: usize,
+    patience: usize,
+) -> Option<String> {
+    if out_of_time {
+        let budget = max_minutes.unwrap_or_default();
+        return Some(format!("time budget of {budget:.0} min reached"));
+    }
+    (bad_epochs >= patience).then(|| format!("early stop: no improvement for {bad_epochs} epochs"))
 }
 
 /// Linear warmup, then cosine decay from `peak` to `peak / 10`.

@@ -22,7 +22,7 @@ use super::segment::{onsets, segment_batch, segment_ticks, segments};
 use super::tokenizer::{NoteSeq, PAD, REST, TokenSeq, token_key, token_pitch, token_ticks};
 use super::train::{
     CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, CorpusTune, clip_gradients,
-    epoch_batches, lr_at, masked_loss, progress_bar,
+    epoch_batches, lr_at, masked_loss, progress_bar, stop_reason,
 };
 use super::vae::{SegmentBatch, Vae, VaeConfig, kl_per_dim};
 use super::variation::{DecodeRules, decode_segment, save_vae};
@@ -309,15 +309,10 @@ pub fn train_vae(tunes: &[CorpusTune], out: &Path, opts: &VaeTrainOptions) -> Re
         }
         ck.save(out, &varmap, &opt, minutes(&ck))?;
         // Stop on time or patience.
-        if out_of_time {
-            stopped = format!(
-                "time budget of {:.0} min reached",
-                opts.max_minutes.unwrap_or_default()
-            );
-            break;
-        }
-        if ck.bad_epochs >= opts.patience {
-            stopped = format!("early stop: no improvement for {} epochs", ck.bad_epochs);
+        if let Some(reason) =
+            stop_reason(out_of_time, opts.max_minutes, ck.bad_epochs, opts.patience)
+        {
+            stopped = reason;
             break;
         }
     }
