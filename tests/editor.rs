@@ -441,3 +441,42 @@ fn renders_the_piano_roll_to_pixels() {
     assert!(input > 20, "input notes drawn: {input} px");
     assert!(playhead > 20, "playhead drawn: {playhead} px");
 }
+
+#[test]
+fn hooks_capture_into_a_slot_clear_and_vary() {
+    let (fx, state) = Fixture::new();
+    fx.play_some_notes();
+    let mut h = harness(state);
+    let before = fx.params.hooks.version();
+    h.get_by_label("Capture A").click();
+    h.run();
+    let slots = fx.params.hooks.slots();
+    let a = slots.a.expect("slot A holds the capture");
+    assert!(slots.b.is_none());
+    assert_ne!(
+        fx.params.hooks.version(),
+        before,
+        "the plugin sees the change"
+    );
+    // Loop mode is off, so a 4-bar phrase: the two bars that played and two silent ones.
+    // The producer's single note is not a hook: Melodist's own notes are taken.
+    assert_eq!(a.bars.len(), 4);
+    let pitches: Vec<u8> = a.bars.iter().flatten().map(|n| n.pitch).collect();
+    assert_eq!(pitches, vec![60, 62, 64, 65, 67, 69, 71, 72]);
+    assert_eq!(a.bars[1][0].start, 0.0, "bar-relative times");
+    assert!(
+        h.state().message.contains("8 notes"),
+        "{}",
+        h.state().message
+    );
+
+    h.get_by_label("Clear A").click();
+    h.run();
+    assert!(fx.params.hooks.slots().a.is_none());
+
+    h.get_by_label("Vary").click();
+    h.step();
+    assert_eq!(fx.last_set("Vary"), Some(1.0), "the trigger is switched on");
+    h.run_steps(2);
+    assert_eq!(fx.last_set("Vary"), Some(0.0));
+}

@@ -34,7 +34,7 @@ impl Harness {
     }
 
     fn with(loader: melodist::engine::worker::GeneratorLoader) -> Self {
-        let worker = Worker::spawn(loader);
+        let worker = Worker::spawn(loader, Default::default());
         let sched = Scheduler::new(worker.link());
         Self {
             _worker: worker,
@@ -570,12 +570,15 @@ fn realtime_never_waits_for_a_late_worker() {
             self.0.generate(r, rng)
         }
     }
-    let worker = Worker::spawn(Box::new(|| {
-        (
-            Box::new(Slow(embedded_markov())) as Box<dyn Generator>,
-            None,
-        )
-    }));
+    let worker = Worker::spawn(
+        Box::new(|| {
+            (
+                Box::new(Slow(embedded_markov())) as Box<dyn Generator>,
+                None,
+            )
+        }),
+        Default::default(),
+    );
     let mut sched = Scheduler::new(worker.link());
     let c = BlockControls::default(); // realtime
     let started = std::time::Instant::now();
@@ -1033,10 +1036,11 @@ fn loop_range_wraps_inside_blocks_without_resyncs() {
     );
 }
 
-/// Loop mode: a change of Evolve while a loop plays waits for the loop's end, so the loop
-/// under way is never cut; from there on the new setting plays.
+/// Loop mode: a change of Evolve, Morph or Vary while a loop plays waits for the loop's
+/// end, so the loop under way is never cut; from there on the new setting plays.
 #[test]
 fn loop_settings_change_at_the_next_loop_boundary() {
+    use melodist::generator::hooks::Variations;
     use melodist::generator::looping::LoopPlayer;
     let a = GenSettings {
         seed: 3,
@@ -1044,10 +1048,10 @@ fn loop_settings_change_at_the_next_loop_boundary() {
         evolve: 0.0,
         ..Default::default()
     };
-    let b = GenSettings { evolve: 1.0, ..a };
+    // What the worker plays: the shipped VAE behind Vary and Morph, no captured hooks.
     let expected = |bars: std::ops::Range<i64>, s: GenSettings| {
         let mut g = embedded_markov();
-        let mut player = LoopPlayer::default();
+        let mut player = LoopPlayer::new(Variations::load(), Default::default());
         bars.flat_map(|bar| {
             player
                 .bar(g.as_mut(), s, Meter::new(4, 4), bar)
@@ -1060,14 +1064,22 @@ fn loop_settings_change_at_the_next_loop_boundary() {
         .collect::<Vec<_>>()
     };
     let bps = 2.0 / 48_000.0;
-    let mut h = Harness::new();
-    // Into bar 5 (the second repeat), then Evolve goes to 1: bars 5-7 stay as they were.
-    let pos = h.play(0.0, 1000, 480, 120.0, 48_000.0, &offline(a)); // to beat 20 (bar 5)
-    let end = h.play(pos, 1500, 480, 120.0, 48_000.0, &offline(b)); // to beat 50
-    let mut want = expected(0..8, a);
-    want.extend(expected(8..13, b));
-    want.retain(|n| n.beat < end - 1e-9);
-    assert_on_grid(&h.heard, &want, bps);
-    // Evolve 1 really changed the loop (so the boundary above is observable).
-    assert_ne!(expected(8..12, b), expected(8..12, a));
+    for b in [
+        GenSettings { evolve: 1.0, ..a },
+        GenSettings { morph: 1.0, ..a },
+        GenSettings { morph: 0.5, ..a },
+        GenSettings { vary_step: 2, ..a },
+    ] {
+        // The change really changes the loop (so the boundary below is observable).
+        assert_ne!(expected(8..12, b), expected(8..12, a), "{b:?}");
+        let mut h = Harness::new();
+        // Into bar 5 (the second repeat), then the change: bars 5-7 stay as they were.
+        let pos = h.play(0.0, 1000, 480, 120.0, 48_000.0, &offline(a)); // to beat 20 (bar 5)
+        let end = h.play(pos, 1500, 480, 120.0, 48_000.0, &offline(b)); // to beat 50
+        let mut want = expected(0..8, a);
+        want.extend(expected(8..13, b));
+        want.retain(|n| n.beat < end - 1e-9);
+        assert_on_grid(&h.heard, &want, bps);
+        h.stop(end, &offline(b));
+    }
 }

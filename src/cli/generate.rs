@@ -1,13 +1,17 @@
 //! `melodist generate`: write a melody to a standard MIDI file, with the same generator
 //! and settings path the plugin uses (same seed and settings, same notes).
 
+use super::vary::from_first_bar;
 use super::{ranged, unit_interval, widen};
 use crate::generator::form::{FORM_LENGTHS, FormPlayer, SongChords};
+use crate::generator::hooks::{Hook, HookBank, Slot, Variations, morph_position};
 use crate::generator::loader::{self, ModelChoice};
 use crate::generator::looping::{LOOP_LENGTHS, LoopPlayer};
 use crate::generator::{GenSettings, Generator, Mode};
 use crate::limits;
-use crate::midi::{MelodyNote, read_all_notes, write_melody, write_melody_with_chords};
+use crate::midi::{
+    MelodyNote, read_all_notes, read_melody, write_melody, write_melody_with_chords,
+};
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::Style;
 use crate::music::chord::{DEFAULT_MIN_CHORD_BEATS, Progression};
@@ -71,6 +75,19 @@ pub struct Args {
     /// How much each loop repeat changes, 0-1 (0 = exact repeats).
     #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
     pub evolve: f32,
+    /// Loop mode: where the hook sits between hook A (0) and hook B (1), as the plugin's
+    /// Morph; between them the VAE's interpolation.
+    #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
+    pub morph: f32,
+    /// Loop mode: times Vary is pressed, 0-999 (each a variation of the one before).
+    #[arg(long, default_value_t = 0, value_parser = ranged(0..=999u16))]
+    pub vary: u16,
+    /// Loop mode: hook A from a MIDI file (its top line) instead of the seed's hook.
+    #[arg(long)]
+    pub hook_a: Option<PathBuf>,
+    /// Loop mode: hook B from a MIDI file instead of a new idea's hook.
+    #[arg(long)]
+    pub hook_b: Option<PathBuf>,
     /// Form plan, as the plugin's Form: sections of 8, 16 or 32 bars whose phrases answer,
     /// repeat and vary each other (0 = free: new phrases that continue each other).
     #[arg(long, default_value_t = 16, value_parser = form_length)]
@@ -127,6 +144,9 @@ impl Args {
             evolve: self.evolve,
             form: self.form,
             chord_fit: self.chord_fit,
+            morph: morph_position(self.morph),
+            vary_step: self.vary,
+            hooks_version: 0,
         };
         Ok((settings, meter))
     }
@@ -154,6 +174,22 @@ pub fn generate_with(
     bars: usize,
     chords: &[u16],
 ) -> Vec<MelodyNote> {
+    let mut looper = LoopPlayer::default();
+    if settings.morph > 0.0 || settings.vary_step > 0 {
+        looper = LoopPlayer::new(Variations::load(), HookBank::default());
+    }
+    generate_looped(generator, settings, meter, bars, chords, &mut looper)
+}
+
+/// [`generate_with`] with the loop's hooks and VAE given (`--hook-a`, `--hook-b`).
+pub fn generate_looped(
+    generator: &mut dyn Generator,
+    settings: GenSettings,
+    meter: Meter,
+    bars: usize,
+    chords: &[u16],
+    looper: &mut LoopPlayer,
+) -> Vec<MelodyNote> {
     let bar_len = meter.beats_per_bar();
     let mut notes = Vec::new();
     let mut push = |bar_index: usize, bar: Vec<crate::music::BeatNote>| {
@@ -164,7 +200,6 @@ pub fn generate_with(
             velocity: n.velocity,
         }))
     };
-    let mut looper = LoopPlayer::default();
     let mut form = FormPlayer::default();
     for bar_index in 0..bars {
         let b = bar_index as i64;
@@ -219,7 +254,22 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => None,
     };
     let chords = progression.map_or(Vec::new(), |p| chord_ticks(&p, meter, args.bars));
-    let notes = generate_with(generator.as_mut(), settings, meter, args.bars, &chords);
+    let notes = if args.hook_a.is_some() || args.hook_b.is_some() {
+        let bank = HookBank::default();
+        for (slot, path) in [(Slot::A, &args.hook_a), (Slot::B, &args.hook_b)] {
+            if let Some(path) = path {
+                bank.set(slot, Some(read_hook(path, settings.loop_bars.max(1))?));
+            }
+        }
+        let mut looper = LoopPlayer::new(Variations::load(), bank);
+        if let Some(why) = looper.variations().fallback_reason() {
+            eprintln!("warning: {why}");
+        }
+        let (g, s) = (generator.as_mut(), settings);
+        generate_looped(g, s, meter, args.bars, &chords, &mut looper)
+    } else {
+        generate_with(generator.as_mut(), settings, meter, args.bars, &chords)
+    };
     let model = generator.name();
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);
     let channel = args.channel.saturating_sub(1);
@@ -256,6 +306,16 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// A hook slot from a MIDI file: its top line, from its first note's bar, `bars` long.
+fn read_hook(path: &std::path::Path, bars: u8) -> Result<Hook> {
+    let melody = read_melody(path)?;
+    if melody.notes.is_empty() {
+        bail!("{} has no notes", path.display());
+    }
+    let notes = from_first_bar(&melody.notes, melody.meter.beats_per_bar());
+    Ok(Hook::from_notes(&notes, melody.meter, bars as usize))
 }
 
 /// The chords of a progression looped over `bars` bars, one mask per tick of the note grid

@@ -147,7 +147,7 @@ impl DecodeArgs {
 }
 
 /// The notes moved so that the bar of the first one starts at 0.
-fn from_first_bar(notes: &[MelodyNote], bar: f64) -> Vec<MelodyNote> {
+pub fn from_first_bar(notes: &[MelodyNote], bar: f64) -> Vec<MelodyNote> {
     let first = notes.iter().map(|n| n.start).fold(f64::INFINITY, f64::min);
     let shift = (first / bar + 1e-6).floor() * bar;
     notes

@@ -12,10 +12,11 @@ use nice_plug::prelude::*;
 /// rising edge even when it runs only every few tens of milliseconds.
 pub const TRIGGER_HOLD_S: f64 = 0.15;
 
-/// The two momentary buttons the plugin turns into events on their rising edge.
+/// The momentary buttons the plugin turns into events on their rising edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     NewIdea,
+    Vary,
     Panic,
 }
 
@@ -23,6 +24,7 @@ impl Trigger {
     pub fn param(self, params: &MelodistParams) -> &BoolParam {
         match self {
             Trigger::NewIdea => &params.new_idea,
+            Trigger::Vary => &params.vary,
             Trigger::Panic => &params.panic,
         }
     }

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod capture;
 pub mod controls;
+pub mod hooks;
 pub mod presets;
 pub mod roll;
 
@@ -228,6 +229,16 @@ impl EditorState {
                 }
             }
         };
+        let vae = self
+            .worker
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .and_then(|w| {
+                let why = w.vae_fallback_reason.lock().expect("not poisoned");
+                why.as_ref().map(|why| format!(" | {why}"))
+            });
+        let model = model + &vae.unwrap_or_default();
         let view = self.view.lock().expect("not poisoned");
         format!(
             "{model} | late bars: {} | {:.1} BPM {}/{} {}",
@@ -265,6 +276,7 @@ pub fn draw(ui: &mut Ui, state: &mut EditorState) {
             roll::show(ui, size, &view, state.key(), register);
         }
         feedback_row(ui, state, now);
+        hooks::show(ui, state, now);
         if !state.message.is_empty() {
             ui.label(RichText::new(&state.message).small());
         }

@@ -750,7 +750,8 @@ impl Scheduler {
     }
 
     /// Changes that wait for a boundary instead of cutting into what plays: while a loop
-    /// plays, a change of only Loop length or Evolve waits for the loop's end; with *Change
+    /// plays, a change of only Loop length, Evolve, Morph, Vary or a hook slot waits for
+    /// the loop's end; with *Change
     /// at* on "Next phrase", any change waits for the next 4-bar phrase. Returns the
     /// settings to use now, and the boundary bar once the lookahead reaches it (the change
     /// applies from there).
@@ -767,6 +768,9 @@ impl Scheduler {
         let loop_only = GenSettings {
             loop_bars: wanted.loop_bars,
             evolve: wanted.evolve,
+            morph: wanted.morph,
+            vary_step: wanted.vary_step,
+            hooks_version: wanted.hooks_version,
             ..now
         } == wanted;
         let length = if now.loop_bars > 0 && loop_only {

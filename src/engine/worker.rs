@@ -5,6 +5,7 @@ use super::chords::LiveChords;
 use super::messages::{BarNotes, BarReady, CHANNEL_CAPACITY, InputNote, ToWorker};
 use super::thread::{Background, TEARDOWN_WAIT};
 use crate::generator::form::FormPlayer;
+use crate::generator::hooks::{HookBank, Variations};
 use crate::generator::looping::LoopPlayer;
 use crate::generator::{ContextNote, GenSettings, Generator, Mode};
 use crate::music::{Key, Scale, detect_key};
@@ -24,6 +25,8 @@ pub struct WorkerStatus {
     pub generator: Mutex<String>,
     /// Why the preferred generator could not be used, if it could not.
     pub fallback_reason: Mutex<Option<String>>,
+    /// Why Vary and Morph act on notes instead of through the VAE, if they do.
+    pub vae_fallback_reason: Mutex<Option<String>>,
     pub loaded: AtomicBool,
     pub bars_generated: AtomicU64,
     /// Wall time of the last phrase generation, in microseconds.
@@ -70,7 +73,8 @@ pub struct WorkerLink {
 
 impl Worker {
     /// Spawns the thread. Cheap: the (possibly slow) model load happens on the new thread.
-    pub fn spawn(loader: GeneratorLoader) -> Self {
+    /// `hooks` are the loop's hook slots, which the editor captures and the project saves.
+    pub fn spawn(loader: GeneratorLoader, hooks: HookBank) -> Self {
         let (to_worker, requests) = bounded(CHANNEL_CAPACITY);
         let (answers, from_worker) = bounded(CHANNEL_CAPACITY);
         let status = Arc::new(WorkerStatus {
@@ -81,6 +85,7 @@ impl Worker {
         let generation = Arc::new(AtomicU32::new(0));
         let thread = {
             let shared = Shared {
+                hooks,
                 status: status.clone(),
                 stop: stop.clone(),
                 generation: generation.clone(),
@@ -112,6 +117,7 @@ impl Worker {
 
 /// What the worker thread shares with its handle and the scheduler.
 struct Shared {
+    hooks: HookBank,
     status: Arc<WorkerStatus>,
     stop: Arc<AtomicBool>,
     generation: Arc<AtomicU32>,
@@ -134,6 +140,7 @@ fn run(
     shared: Shared,
 ) {
     let Shared {
+        hooks,
         status,
         stop,
         generation: current_generation,
@@ -141,6 +148,11 @@ fn run(
     let (mut generator, fallback) = loader();
     *status.generator.lock().unwrap() = generator.name().to_string();
     *status.fallback_reason.lock().unwrap() = fallback;
+    let variations = Variations::load();
+    if let Some(why) = variations.fallback_reason() {
+        nice_plug::nice_log!("melodist: {why}");
+        *status.vae_fallback_reason.lock().unwrap() = Some(why.to_string());
+    }
     status.loaded.store(true, Ordering::Release);
 
     let mut inputs: VecDeque<InputNote> = VecDeque::with_capacity(INPUT_MEMORY);
@@ -149,7 +161,7 @@ fn run(
     let mut chords = LiveChords::default();
     // The meter of the latest request: where the bar lines of a live chord fall.
     let mut meter_now = crate::music::Meter::new(4, 4);
-    let mut looper = LoopPlayer::default();
+    let mut looper = LoopPlayer::new(variations, hooks);
     while !stop.load(Ordering::Relaxed) {
         let msg = match requests.recv_timeout(Duration::from_millis(20)) {
             Ok(m) => m,

@@ -1,8 +1,8 @@
 //! Loop mode: what producers keep is a hook that repeats and evolves, not an endless wander.
 //!
 //! With *Loop length* L bars, bar `n` plays bar `n mod L` of the hook as it stands in
-//! repeat `n / L`. Repeat 0 is the hook itself (the first L bars the generator writes for
-//! the seed); every later repeat is the previous one with a few changes, set by *Evolve*:
+//! repeat `n / L`. Repeat 0 is the hook itself (slot A, or the first L bars the generator
+//! writes for the seed, varied and morphed as [`super::hooks`] says); every later repeat is the previous one with a few changes, set by *Evolve*:
 //! - about `0.4 × evolve` of the notes (never more than `0.5 × evolve`) move by a scale step
 //!   (rhythm, length and velocity stay; the step keeps the melody's direction into that
 //!   note), so Evolve 0.5 changes about a fifth of the notes per repeat, at most a quarter,
@@ -13,7 +13,7 @@
 //! Repeat `k` is a pure function of (settings, meter, k): it is computed by chaining from
 //! the hook, so a bar sounds the same whether reached by playing through or by jumping.
 
-use super::form::write_section;
+use super::hooks::{HookBank, Variations};
 use super::{GenSettings, Generator, PHRASE_BARS, Phrase, PhraseRequest, render_phrase};
 use crate::music::{BeatNote, Meter, SeedRng};
 
@@ -32,13 +32,36 @@ struct LoopKey {
 }
 
 /// Remembers the latest repeat computed, so playing on costs one step per repeat.
-#[derive(Default)]
 pub struct LoopPlayer {
     hook: Option<(LoopKey, Phrase)>,
     latest: Option<(i64, Phrase)>,
+    /// Builds repeat 0 from the slots, Vary and Morph (see [`super::hooks`]).
+    variations: Variations,
+    slots: HookBank,
+}
+
+impl Default for LoopPlayer {
+    /// No captured hooks, and Vary / Morph on notes (no VAE loaded).
+    fn default() -> Self {
+        Self::new(Variations::none("no VAE loaded"), HookBank::default())
+    }
 }
 
 impl LoopPlayer {
+    pub fn new(variations: Variations, slots: HookBank) -> Self {
+        Self {
+            hook: None,
+            latest: None,
+            variations,
+            slots,
+        }
+    }
+
+    /// Why Vary and Morph act on notes rather than through the VAE, if they do.
+    pub fn variations(&self) -> &Variations {
+        &self.variations
+    }
+
     /// The notes of `bar_index` in loop mode (`settings.loop_bars > 0`).
     pub fn bar(
         &mut self,
@@ -51,12 +74,9 @@ impl LoopPlayer {
         let repeat = bar_index.div_euclid(length).max(0);
         let key = LoopKey { settings, meter };
         if self.hook.as_ref().is_none_or(|(k, _)| *k != key) {
-            // The hook is the start of the song's first section (its first phrase or two).
-            let mut hook = write_section(generator, settings, meter, 0, &[], &[]);
-            while hook.len() < length as usize {
-                hook.extend(hook.clone());
-            }
-            hook.truncate(length as usize);
+            // Slot A or the start of the song's first section, varied / morphed as asked.
+            let slots = self.slots.slots();
+            let hook = (self.variations).loop_hook(generator, settings, meter, &slots);
             self.hook = Some((key, hook));
             self.latest = None;
         }

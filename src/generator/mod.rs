@@ -4,6 +4,7 @@
 //! behind it, so the neural model and the Markov baseline are interchangeable.
 
 pub mod form;
+pub mod hooks;
 pub mod loader;
 pub mod looping;
 pub mod markov;
@@ -70,6 +71,15 @@ pub struct GenSettings {
     /// Section length of the form plan in bars (8, 16, 32; 0 = free, no repeats). See [`form`].
     #[serde(default = "default_form")]
     pub form: u8,
+    /// Loop mode: 0 = hook A, 1 = hook B, between = the VAE's interpolation. See [`hooks`].
+    #[serde(default)]
+    pub morph: f32,
+    /// Loop mode: how many times *Vary* was pressed (each press varies the hook again).
+    #[serde(default)]
+    pub vary_step: u16,
+    /// Changes whenever a hook slot is captured or cleared (never saved: a marker only).
+    #[serde(skip)]
+    pub hooks_version: u32,
 }
 
 fn default_form() -> u8 {
@@ -99,6 +109,9 @@ impl Default for GenSettings {
             evolve: 0.0,
             chord_fit: default_chord_fit(),
             form: default_form(),
+            morph: 0.0,
+            vary_step: 0,
+            hooks_version: 0,
         }
     }
 }

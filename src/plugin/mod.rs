@@ -32,8 +32,9 @@ pub struct Melodist {
     /// The audio thread's end of the monitor channel, and the UI's view of it.
     monitor_tx: Sender<MonitorEvent>,
     view: Arc<Mutex<EngineView>>,
-    /// Last seen values of the two trigger parameters, for edge detection.
+    /// Last seen values of the trigger parameters, for edge detection.
     new_idea_was_on: bool,
+    vary_was_on: bool,
     panic_was_on: bool,
     /// What the editor shares with the plugin: worker status, suggestions, its events.
     pub editor_link: EditorLink,
@@ -53,6 +54,7 @@ impl Default for Melodist {
             monitor_tx,
             view: Arc::new(Mutex::new(EngineView::new(monitor_rx))),
             new_idea_was_on: false,
+            vary_was_on: false,
             panic_was_on: false,
             editor_link: EditorLink::default(),
             companion: None,
@@ -133,7 +135,8 @@ impl Plugin for Melodist {
         self.has_audio_input = layout.main_input_channels.is_some();
         if self.worker.is_none() {
             let choice = ModelChoice::from_env();
-            self.worker = Some(Worker::spawn(Box::new(move || loader::load(&choice))));
+            let loader = Box::new(move || loader::load(&choice));
+            self.worker = Some(Worker::spawn(loader, self.params.hooks.clone()));
             self.editor_link.set_worker_status(self.worker_status());
         }
         if self.companion.is_none() {
@@ -185,6 +188,11 @@ impl Plugin for Melodist {
             params.idea.fetch_add(1, Ordering::Relaxed);
         }
         self.new_idea_was_on = new_idea;
+        let vary = params.vary.value();
+        if vary && !self.vary_was_on {
+            params.varies.fetch_add(1, Ordering::Relaxed);
+        }
+        self.vary_was_on = vary;
         let panic = params.panic.value();
         if panic && !self.panic_was_on {
             scheduler.panic();

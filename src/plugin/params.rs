@@ -3,6 +3,7 @@
 
 use crate::editor::EditorSize;
 use crate::engine::Quantize;
+use crate::generator::hooks::HookBank;
 use crate::generator::{FormLength, GenSettings, LoopLength, Mode};
 use crate::music::{Key, PitchClass, Scale};
 use crate::presets::PresetLibrary;
@@ -83,6 +84,20 @@ pub struct MelodistParams {
     /// Form plan: sections of 8/16/32 bars whose phrases repeat, answer and vary each other.
     #[id = "form"]
     pub form: EnumParam<FormLength>,
+    /// Loop mode: where the hook sits between slot A (0) and slot B (1), re-decoded through
+    /// the VAE at each loop boundary. Automatable.
+    #[id = "morph"]
+    pub morph: FloatParam,
+    /// Loop mode: a trigger; each press replaces the hook by a variation of it (from the
+    /// next loop), as far from it as the Variation knob says.
+    #[id = "vary"]
+    pub vary: BoolParam,
+    /// How many times Vary was pressed, saved with the project like "new idea".
+    #[persist = "varies"]
+    pub varies: Arc<AtomicU32>,
+    /// Hook slots A and B (captured in the editor), saved with the project.
+    #[persist = "hooks"]
+    pub hooks: HookBank,
     /// How many times "new idea" was pressed: part of the seed, saved with the project so
     /// the same idea plays back after reopening it.
     #[persist = "idea"]
@@ -178,6 +193,13 @@ impl Default for MelodistParams {
             loop_length: EnumParam::new("Loop length", LoopLength::Off),
             evolve: unit("Evolve", 0.0),
             form: EnumParam::new("Form", FormLength::Sixteen),
+            morph: FloatParam::new("Morph A-B", 0.0, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_unit(" %")
+                .with_value_to_string(formatters::v2s_f32_percentage(0))
+                .with_string_to_value(formatters::s2v_f32_percentage()),
+            vary: BoolParam::new("Vary", false),
+            varies: Arc::new(AtomicU32::new(0)),
+            hooks: HookBank::default(),
             chord_fit: unit("Chord fit", 0.6),
             chord_channel: IntParam::new("Chord channel", 0, IntRange::Linear { min: 0, max: 16 })
                 .with_value_to_string(Arc::new(|v| match v {
@@ -232,6 +254,9 @@ impl MelodistParams {
             evolve: self.evolve.value(),
             form: self.form.value().bars(),
             chord_fit: self.chord_fit.value(),
+            morph: crate::generator::hooks::morph_position(self.morph.value()),
+            vary_step: self.varies.load(Ordering::Relaxed).min(u16::MAX as u32) as u16,
+            hooks_version: self.hooks.version(),
         }
     }
 

@@ -198,12 +198,28 @@ impl Session {
     /// Sets parameters by editing the plugin's own saved state: nice-plug writes a
     /// little-endian u64 length, then JSON.
     pub fn set_params(&mut self, values: &[(&str, serde_json::Value)]) {
+        self.edit_state(|state| {
+            for (id, v) in values {
+                state["params"][*id] = v.clone();
+            }
+        });
+    }
+
+    /// Sets persisted fields (`#[persist = "..."]`), each stored as a JSON string.
+    pub fn set_fields(&mut self, values: &[(&str, String)]) {
+        self.edit_state(|state| {
+            for (id, v) in values {
+                state["fields"][*id] = serde_json::Value::String(v.clone());
+            }
+        });
+    }
+
+    /// Saves the state, lets `edit` change its JSON, and loads it back.
+    pub fn edit_state(&mut self, edit: impl FnOnce(&mut serde_json::Value)) {
         let saved = self.save();
         let mut state: serde_json::Value =
             serde_json::from_slice(&saved[8..]).expect("state is JSON");
-        for (id, v) in values {
-            state["params"][*id] = v.clone();
-        }
+        edit(&mut state);
         let json = serde_json::to_vec(&state).unwrap();
         let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
         bytes.extend(json);

@@ -1,0 +1,524 @@
+//! Hook slots A and B, *Vary* and *Morph*: the hook that loop mode repeats.
+//!
+//! Loop mode's hook (repeat 0, see [`super::looping`]) is built here:
+//! - **A** is the captured hook in slot A, or else the seed's own hook (the first bars
+//!   Generate mode would play);
+//! - **Vary** (pressed `vary_step` times) replaces A by a variation of it, each press
+//!   moving the latent code a distance set by the *Variation* knob towards a random point
+//!   of the prior ([`crate::model::variation::vary`]), chained from the previous press;
+//! - **Morph** `t` plays the spherical interpolation from (varied) A to **B** — slot B,
+//!   or else the hook of a new idea (the seed's neighbour) — re-decoded at each loop
+//!   boundary (the scheduler holds a Morph change back until the loop ends).
+//!
+//! With the VAE unusable (missing or damaged weights) the same controls act on the notes
+//! instead: Vary moves a share of the pitches by a scale step, Morph swaps bars from A to
+//! B one by one. Every path is a pure function of (settings, slots, meter), so a bar
+//! sounds the same whether reached by playing through or by jumping there.
+
+use super::form::write_section;
+use super::looping::vary_pitches;
+use super::{GenSettings, Generator, Phrase, perform};
+use crate::midi::MelodyNote;
+use crate::model::variation::{DecodeRules, PhraseContext, VaeModel, morph, vary};
+use crate::music::{BeatNote, Meter, Scale, SeedRng};
+use nice_plug::params::persist::PersistentField;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The shipped VAE, embedded so the plugin bundle is self-contained.
+pub const EMBEDDED_VAE_CONFIG: &[u8] = include_bytes!("../../models/vae/config.json");
+pub const EMBEDDED_VAE_WEIGHTS: &[u8] = include_bytes!("../../models/vae/model.safetensors");
+/// Environment variable naming a VAE folder to use instead of the shipped one.
+pub const VAE_ENV: &str = "MELODIST_VAE";
+/// Morph positions are heard in steps of 1/32, so automation noise never re-decodes.
+pub const MORPH_STEPS: f32 = 32.0;
+
+/// A captured hook: whole bars in the meter it was played in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hook {
+    pub meter: Meter,
+    /// One list per bar, notes relative to their bar line.
+    pub bars: Vec<Vec<BeatNote>>,
+}
+
+impl Hook {
+    /// Notes in quarter notes from the hook's start (for capture and `.mid` files).
+    pub fn from_notes(notes: &[MelodyNote], meter: Meter, bars: usize) -> Self {
+        let bar_len = meter.beats_per_bar();
+        let mut out = vec![Vec::new(); bars.max(1)];
+        for n in notes {
+            let bar = (n.start / bar_len).floor();
+            if bar < 0.0 || bar as usize >= out.len() {
+                continue;
+            }
+            let start = n.start - bar * bar_len;
+            out[bar as usize].push(BeatNote {
+                start,
+                duration: n.duration.min(bar_len - start),
+                pitch: n.pitch,
+                velocity: n.velocity,
+            });
+        }
+        Self { meter, bars: out }
+    }
+
+    pub fn note_count(&self) -> usize {
+        self.bars.iter().map(Vec::len).sum()
+    }
+
+    /// The notes in quarter notes from the hook's start.
+    fn notes(&self) -> Vec<MelodyNote> {
+        let bar_len = self.meter.beats_per_bar();
+        (self.bars.iter().enumerate())
+            .flat_map(|(b, bar)| {
+                bar.iter().map(move |n| MelodyNote {
+                    start: b as f64 * bar_len + n.start,
+                    duration: n.duration,
+                    pitch: n.pitch,
+                    velocity: n.velocity,
+                })
+            })
+            .collect()
+    }
+
+    /// The hook as `length` bars of `meter`: re-barred if it was captured in another meter,
+    /// repeated when shorter, cut when longer.
+    pub fn fit(&self, meter: Meter, length: usize) -> Phrase {
+        let mut bars = if self.meter == meter {
+            self.bars.clone()
+        } else {
+            let total = self.bars.len() as f64 * self.meter.beats_per_bar();
+            let count = (total / meter.beats_per_bar()).ceil().max(1.0) as usize;
+            Hook::from_notes(&self.notes(), meter, count).bars
+        };
+        if bars.is_empty() {
+            bars.push(Vec::new());
+        }
+        let source = bars.clone();
+        while bars.len() < length {
+            bars.extend(source.iter().cloned());
+        }
+        bars.truncate(length);
+        bars
+    }
+}
+
+/// What slots A and B hold (`None`: the seed's hook for A, a new idea's for B).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HookSlots {
+    pub a: Option<Hook>,
+    pub b: Option<Hook>,
+}
+
+/// Which slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+/// The slots as the plugin shares them: the editor writes (capture, clear), the worker
+/// reads, the project saves them (`#[persist]`), and the audio thread reads only the
+/// version, an atomic that changes with every write, so the scheduler redoes the loop.
+#[derive(Debug, Clone, Default)]
+pub struct HookBank(Arc<BankInner>);
+
+#[derive(Debug, Default)]
+struct BankInner {
+    slots: Mutex<HookSlots>,
+    version: AtomicU32,
+}
+
+impl HookBank {
+    /// Changes whenever the slots do. Lock-free: read by `process()`.
+    pub fn version(&self) -> u32 {
+        self.0.version.load(Ordering::Acquire)
+    }
+
+    pub fn slots(&self) -> HookSlots {
+        self.0.slots.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn set(&self, slot: Slot, hook: Option<Hook>) {
+        if let Ok(mut slots) = self.0.slots.lock() {
+            match slot {
+                Slot::A => slots.a = hook,
+                Slot::B => slots.b = hook,
+            }
+        }
+        self.0.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl<'a> PersistentField<'a, HookSlots> for HookBank {
+    fn set(&self, new_value: HookSlots) {
+        if let Ok(mut slots) = self.0.slots.lock() {
+            *slots = new_value;
+        }
+        self.0.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn map<F, R>(&self, f: F) -> R
+    where
+        F: Fn(&HookSlots) -> R,
+    {
+        f(&self.slots())
+    }
+}
+
+/// The VAE the hook controls use, or why there is none (then they act on notes).
+pub struct Variations {
+    vae: Result<VaeModel, String>,
+}
+
+impl Variations {
+    /// The VAE in `MELODIST_VAE` if set, else the shipped one.
+    pub fn load() -> Self {
+        match std::env::var_os(VAE_ENV) {
+            Some(dir) => Self::from_dir(std::path::Path::new(&dir)),
+            None => Self::from(VaeModel::load(EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS)),
+        }
+    }
+
+    /// The VAE in `dir`, or the note-level fallback and why.
+    pub fn from_dir(dir: &std::path::Path) -> Self {
+        Self::from(VaeModel::load_dir(dir))
+    }
+
+    fn from(vae: anyhow::Result<VaeModel>) -> Self {
+        Self {
+            vae: vae.map_err(|err| {
+                format!("Vary and Morph move notes instead of using the VAE: {err:#}")
+            }),
+        }
+    }
+
+    /// No VAE: the note-level fallback (tests, and the command line without one).
+    pub fn none(why: &str) -> Self {
+        Self {
+            vae: Err(why.to_string()),
+        }
+    }
+
+    /// Why the VAE is not in use, if it is not.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.vae.as_ref().err().map(String::as_str)
+    }
+
+    /// Repeat 0 of the loop: A, varied and morphed towards B as the settings ask.
+    pub fn loop_hook(
+        &self,
+        generator: &mut dyn Generator,
+        settings: GenSettings,
+        meter: Meter,
+        slots: &HookSlots,
+    ) -> Phrase {
+        let length = settings.loop_bars.max(1) as usize;
+        let a = match &slots.a {
+            Some(hook) => hook.fit(meter, length),
+            None => seed_hook(generator, settings, meter, length),
+        };
+        let t = morph_position(settings.morph);
+        if settings.vary_step == 0 && t == 0.0 {
+            return a;
+        }
+        let b = match &slots.b {
+            Some(hook) => hook.fit(meter, length),
+            None => {
+                let idea = SeedRng::derive(&[settings.seed, 0xb]).next_u64() % 100_000;
+                seed_hook(
+                    generator,
+                    GenSettings {
+                        seed: idea,
+                        ..settings
+                    },
+                    meter,
+                    length,
+                )
+            }
+        };
+        if settings.vary_step == 0 && t == 1.0 {
+            return b;
+        }
+        match &self.vae {
+            Ok(vae) => latent_hook(vae, settings, meter, &a, &b)
+                .unwrap_or_else(|_| note_hook(settings, &a, &b)),
+            Err(_) => note_hook(settings, &a, &b),
+        }
+    }
+}
+
+/// The loop's first `length` bars as Generate mode writes them for `settings.seed`.
+fn seed_hook(
+    generator: &mut dyn Generator,
+    settings: GenSettings,
+    meter: Meter,
+    length: usize,
+) -> Phrase {
+    let mut hook = write_section(generator, settings, meter, 0, &[], &[]);
+    while hook.len() < length {
+        hook.extend(hook.clone());
+    }
+    hook.truncate(length);
+    hook
+}
+
+/// The Morph parameter as heard: 0..=1 in steps of 1/[`MORPH_STEPS`].
+pub fn morph_position(morph: f32) -> f32 {
+    (morph.clamp(0.0, 1.0) * MORPH_STEPS).round() / MORPH_STEPS
+}
+
+/// How far one press of Vary moves: Variation 0 → 0.1 (a close variant), 0.5 → 0.35,
+/// 1 → 0.6 (recognisably related, many notes new).
+pub fn vary_distance(settings: &GenSettings) -> f32 {
+    0.1 + 0.5 * settings.variation.clamp(0.0, 1.0)
+}
+
+/// The seed of press `step`'s variation (and of its decode).
+fn step_seed(settings: &GenSettings, step: u64) -> u64 {
+    SeedRng::derive(&[settings.seed, 0x7a41, step]).next_u64()
+}
+
+/// Vary and Morph in the VAE's latent space, decoded under the key and register.
+fn latent_hook(
+    vae: &VaeModel,
+    settings: GenSettings,
+    meter: Meter,
+    a: &Phrase,
+    b: &Phrase,
+) -> anyhow::Result<Phrase> {
+    let context = PhraseContext {
+        meter,
+        key: settings.key,
+        style: settings.style,
+    };
+    let to_notes = |bars: &Phrase| {
+        Hook {
+            meter,
+            bars: bars.clone(),
+        }
+        .notes()
+    };
+    let mut code = vae.encode(&to_notes(a), context)?;
+    for step in 1..=settings.vary_step as u64 {
+        code = vary(&code, vary_distance(&settings), step_seed(&settings, step));
+    }
+    let t = morph_position(settings.morph);
+    if t > 0.0 {
+        code = morph(&code, &vae.encode(&to_notes(b), context)?, t);
+    }
+    let (low, high) = settings.register();
+    let rules = DecodeRules {
+        low,
+        high,
+        scale_lock: settings.key.scale != Scale::Chromatic,
+        temperature: 0.15 + 0.3 * settings.variation.clamp(0.0, 1.0),
+        ..DecodeRules::default()
+    };
+    let mut rng = SeedRng::derive(&[settings.seed, settings.vary_step as u64, t.to_bits() as u64]);
+    let notes = vae.decode(&code, &rules, rng.next_u64())?;
+    let mut bars = Hook::from_notes(&notes, meter, a.len()).bars;
+    perform::apply(&mut bars, &settings, meter, &mut rng);
+    Ok(bars)
+}
+
+/// Vary and Morph without the VAE: Vary moves pitches by scale steps, Morph takes bars
+/// from B one by one (in an order drawn from the seed) until all are B's.
+fn note_hook(settings: GenSettings, a: &Phrase, b: &Phrase) -> Phrase {
+    let mut bars = a.clone();
+    for step in 1..=settings.vary_step as u64 {
+        let mut rng = SeedRng::derive(&[step_seed(&settings, step)]);
+        vary_pitches(
+            &mut bars,
+            settings,
+            0.6 * vary_distance(&settings),
+            &mut rng,
+        );
+    }
+    let t = morph_position(settings.morph);
+    let mut order: Vec<usize> = (0..bars.len()).collect();
+    let mut rng = SeedRng::derive(&[settings.seed, 0x0b]);
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let from_b = (t * bars.len() as f32).round() as usize;
+    for &i in &order[..from_b] {
+        bars[i] = b[i].clone();
+    }
+    bars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::loader::embedded_markov;
+    use crate::music::{Key, PitchClass};
+
+    fn settings(morph: f32, vary_step: u16) -> GenSettings {
+        GenSettings {
+            seed: 11,
+            loop_bars: 4,
+            morph,
+            vary_step,
+            key: Key::new(PitchClass::D, Scale::Minor),
+            low: 62,
+            high: 81,
+            ..GenSettings::default()
+        }
+    }
+
+    /// `bars` bars of eighth notes cycling through `pitches`.
+    fn hook_of(pitches: &[u8], meter: Meter, bars: usize) -> Hook {
+        let count = (bars as f64 * meter.beats_per_bar() * 2.0) as usize;
+        let notes: Vec<MelodyNote> = (0..count)
+            .map(|i| MelodyNote {
+                start: i as f64 * 0.5,
+                duration: 0.5,
+                pitch: pitches[i % pitches.len()],
+                velocity: 90,
+            })
+            .collect();
+        Hook::from_notes(&notes, meter, bars)
+    }
+
+    fn hook(pitches: &[u8], meter: Meter) -> Hook {
+        hook_of(pitches, meter, 4)
+    }
+
+    fn shipped() -> Variations {
+        let v = Variations::load();
+        assert_eq!(v.fallback_reason(), None, "the shipped VAE must load");
+        v
+    }
+
+    fn all_in_rules(bars: &Phrase, s: &GenSettings, meter: Meter) {
+        for (i, bar) in bars.iter().enumerate() {
+            for n in bar {
+                assert!(s.key.contains(n.pitch), "bar {i}: {} off the key", n.pitch);
+                assert!((s.low..=s.high).contains(&n.pitch), "bar {i}: {}", n.pitch);
+                assert!(n.start >= 0.0 && n.start + n.duration <= meter.beats_per_bar() + 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn morph_ends_are_a_and_b_exactly() {
+        let meter = Meter::new(4, 4);
+        let slots = HookSlots {
+            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
+            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
+        };
+        let mut g = embedded_markov();
+        let v = shipped();
+        let mut at = |t| v.loop_hook(g.as_mut(), settings(t, 0), meter, &slots);
+        assert_eq!(at(0.0), slots.a.as_ref().unwrap().fit(meter, 4));
+        assert_eq!(at(1.0), slots.b.as_ref().unwrap().fit(meter, 4));
+        // In between is a third melody, in the key and register, the same every time.
+        let mid = at(0.5);
+        assert_ne!(mid, at(0.0));
+        assert_ne!(mid, at(1.0));
+        assert_eq!(mid, at(0.5));
+        assert!(mid.iter().flatten().count() > 0);
+        all_in_rules(&mid, &settings(0.5, 0), meter);
+    }
+
+    #[test]
+    fn vary_chains_variations_of_the_seed_hook_within_the_masks() {
+        let meter = Meter::new(3, 4);
+        let mut g = embedded_markov();
+        let v = shipped();
+        let slots = HookSlots::default();
+        let plain = v.loop_hook(g.as_mut(), settings(0.0, 0), meter, &slots);
+        let once = v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots);
+        let twice = v.loop_hook(g.as_mut(), settings(0.0, 2), meter, &slots);
+        assert_eq!(
+            once,
+            v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots)
+        );
+        assert_ne!(once, plain);
+        assert_ne!(twice, once);
+        for bars in [&once, &twice] {
+            assert_eq!(bars.len(), 4);
+            all_in_rules(bars, &settings(0.0, 1), meter);
+        }
+    }
+
+    #[test]
+    fn without_the_vae_the_controls_act_on_notes() {
+        let meter = Meter::new(4, 4);
+        let slots = HookSlots {
+            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
+            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
+        };
+        let v = Variations::none("test");
+        let mut g = embedded_markov();
+        let (a, b) = (slots.a.as_ref().unwrap(), slots.b.as_ref().unwrap());
+        let half = v.loop_hook(g.as_mut(), settings(0.5, 0), meter, &slots);
+        // Two of the four bars are B's, two are A's.
+        let from = |h: &Hook| (0..4).filter(|&i| half[i] == h.fit(meter, 4)[i]).count();
+        assert_eq!((from(a), from(b)), (2, 2));
+        let varied = v.loop_hook(g.as_mut(), settings(0.0, 3), meter, &slots);
+        assert_ne!(varied, a.fit(meter, 4));
+        all_in_rules(&varied, &settings(0.0, 3), meter);
+    }
+
+    #[test]
+    fn a_damaged_vae_is_a_reason_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), EMBEDDED_VAE_CONFIG).unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors"),
+            &EMBEDDED_VAE_WEIGHTS[..1000],
+        )
+        .unwrap();
+        let v = Variations::from_dir(dir.path());
+        let why = v
+            .fallback_reason()
+            .expect("truncated weights must not load");
+        assert!(
+            why.contains("does not match") && why.contains("move notes"),
+            "{why}"
+        );
+        // The controls still work, on notes.
+        let mut g = embedded_markov();
+        let slots = HookSlots::default();
+        let varied = v.loop_hook(g.as_mut(), settings(0.5, 1), Meter::new(4, 4), &slots);
+        assert!(varied.iter().flatten().count() > 0);
+        let missing = Variations::from_dir(&dir.path().join("nowhere"));
+        assert!(missing.fallback_reason().unwrap().contains("cannot read"));
+    }
+
+    #[test]
+    fn a_hook_from_another_meter_is_rebarred() {
+        let h = hook_of(&[60, 62, 64, 65, 67, 69], Meter::new(3, 4), 1);
+        let fitted = h.fit(Meter::new(4, 4), 2);
+        let starts: Vec<(f64, u8)> = fitted[0].iter().map(|n| (n.start, n.pitch)).collect();
+        assert_eq!(
+            starts,
+            vec![
+                (0.0, 60),
+                (0.5, 62),
+                (1.0, 64),
+                (1.5, 65),
+                (2.0, 67),
+                (2.5, 69)
+            ]
+        );
+        assert_eq!(fitted[1], fitted[0], "a short hook repeats");
+    }
+
+    #[test]
+    fn the_bank_bumps_its_version_on_every_write_and_restore() {
+        let bank = HookBank::default();
+        let v0 = bank.version();
+        bank.set(Slot::A, Some(hook(&[60, 62], Meter::new(4, 4))));
+        assert_ne!(bank.version(), v0);
+        let saved = bank.map(|s| serde_json::to_string(s).unwrap());
+        let restored = HookBank::default();
+        let before = restored.version();
+        PersistentField::set(&restored, serde_json::from_str(&saved).unwrap());
+        assert_ne!(restored.version(), before);
+        assert_eq!(restored.slots(), bank.slots());
+    }
+}
