@@ -1,8 +1,9 @@
-//! Resident memory of the plugin with the neural model loaded and playing.
+//! Resident memory of the plugin with both models (the LSTM and the melody VAE) loaded and
+//! playing.
 //!
 //! Loads the built `libmelodist.so` through a CLAP host (as a DAW would), activates it,
-//! renders 16 bars offline (so the worker has loaded the default model and generated with
-//! it) and prints the process's resident set size before and after, from
+//! renders 16 bars offline in loop mode (4 bars) with Morph at 50 %, so the worker has
+//! loaded both models and generated with both, and prints the process's resident set size before and after, from
 //! `/proc/self/status`. Run: `cargo bench --bench memory` (Linux only).
 
 #[path = "../tests/common/mod.rs"]
@@ -30,6 +31,10 @@ fn main() {
     }
     let (before, _) = rss_mib();
     let mut s = Session::offline();
+    s.set_params(&[
+        ("looplen", serde_json::json!({"i32": 3})), // "4 bars"
+        ("morph", serde_json::json!({"f32": 0.5})),
+    ]);
     let (loaded, _) = rss_mib();
     let tempo = 120.0;
     let beats_per_sample = tempo / 60.0 / SR;
@@ -47,7 +52,7 @@ fn main() {
     println!("host process before loading the plugin: {before:7.1} MiB resident");
     println!("after load + activate:                  {loaded:7.1} MiB resident");
     println!(
-        "after 16 bars offline ({notes} notes):      {playing:7.1} MiB resident, peak {peak:.1} MiB"
+        "after 16 bars offline, loop + Morph ({notes} notes): {playing:7.1} MiB resident, peak {peak:.1} MiB"
     );
     println!(
         "the plugin's share (now - before):       {:7.1} MiB",

@@ -111,6 +111,9 @@ const END: &str = "/melodist-decode-end";
 /// Around candle's decoder, to show the trace does see the thread's system calls.
 const REF_BEGIN: &str = "/melodist-reference-begin";
 const REF_END: &str = "/melodist-reference-end";
+/// Around the VAE's encode + decode of hooks (`model::vae_fast`).
+const VAE_BEGIN: &str = "/melodist-vae-begin";
+const VAE_END: &str = "/melodist-vae-end";
 
 /// In the child: load, warm up, then write 64 phrases of 4 bars between two markers, on
 /// this thread, as the plugin's worker does (no environment variables set); then 4 phrases
@@ -146,6 +149,43 @@ fn syscall_child() {
     }
     let _ = std::fs::metadata(REF_END);
     assert!(warm.len() == 4 && notes > 256, "{notes} notes");
+
+    // The VAE: encode a phrase the LSTM wrote, vary it, decode it, as Vary does.
+    use melodist::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS};
+    use melodist::model::variation::{DecodeRules, PhraseContext, VaeModel, vary};
+    let vae = VaeModel::load(EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS).unwrap();
+    let context = PhraseContext {
+        meter: Meter::new(4, 4),
+        key: Key::new(PitchClass::C, Scale::Major),
+        style: Default::default(),
+    };
+    let hooks: Vec<Vec<melodist::midi::MelodyNote>> = (1..=16)
+        .map(|seed| {
+            let bars = phrase(&mut g, seed);
+            (bars.iter().enumerate())
+                .flat_map(|(b, bar)| {
+                    bar.iter().map(move |n| melodist::midi::MelodyNote {
+                        start: b as f64 * 4.0 + n.start,
+                        duration: n.duration,
+                        pitch: n.pitch,
+                        velocity: n.velocity,
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let round_trip = |notes: &[melodist::midi::MelodyNote], seed: u64| {
+        let code = vary(&vae.encode(notes, context).unwrap(), 0.3, seed);
+        vae.decode(&code, &DecodeRules::default(), seed).unwrap()
+    };
+    let warm = round_trip(&hooks[0], 0);
+    let _ = std::fs::metadata(VAE_BEGIN);
+    let mut vae_notes = 0;
+    for (seed, hook) in hooks.iter().enumerate() {
+        vae_notes += round_trip(hook, seed as u64).len();
+    }
+    let _ = std::fs::metadata(VAE_END);
+    assert!(!warm.is_empty() && vae_notes > 64, "{vae_notes} VAE notes");
 }
 
 #[cfg(target_os = "linux")]
@@ -182,6 +222,17 @@ fn decoding_makes_no_system_calls() {
     }
     assert!(status.success(), "the child failed:\n{trace}");
     let calls = calls_between(&trace, BEGIN, END, true);
+    assert!(
+        trace.contains(VAE_END),
+        "the VAE part of the child did not run"
+    );
+    let vae_calls = calls_between(&trace, VAE_BEGIN, VAE_END, true);
+    assert!(
+        vae_calls.is_empty(),
+        "{} system calls while the VAE encoded and decoded 16 phrases:\n{}",
+        vae_calls.len(),
+        vae_calls.join("\n")
+    );
     // candle's work runs on its pool's thread: count every thread there.
     let reference = calls_between(&trace, REF_BEGIN, REF_END, false);
     eprintln!(

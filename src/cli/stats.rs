@@ -5,6 +5,7 @@
 use super::form_measures::{Piece, measure, rows};
 use super::generate::{chord_ticks, generate_with};
 use super::ranged;
+use crate::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS};
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
 use crate::generator::neural::strong_beat_ticks;
 use crate::generator::{GenSettings, Generator};
@@ -15,6 +16,8 @@ use crate::model::grid::duration_token;
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
+use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, morph, prior_sample};
+use crate::music::SeedRng;
 use crate::music::chord::{Progression, transpose_mask};
 use crate::music::{Key, Meter, PitchClass, Scale};
 use anyhow::{Result, bail};
@@ -58,6 +61,72 @@ pub struct Args {
     /// Chord fit for `--with-chords`, 0-1.
     #[arg(long, default_value_t = 0.6, value_parser = super::unit_interval)]
     pub chord_fit: f32,
+    /// Where the measured pieces come from: `lstm` (the generator, as the plugin plays it),
+    /// `vae-prior` (the melody VAE decoding codes drawn from its prior, 2 bars per code) or
+    /// `vae-morph` (the VAE's morph between two generated pieces, at 1/8 .. 7/8 of the
+    /// way, as the plugin's Morph plays it).
+    #[arg(long, value_enum, default_value = "lstm")]
+    pub source: Source,
+    /// The VAE folder for the `vae-*` sources (default: the shipped one).
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+}
+
+/// The `--source` of the pieces `stats` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    Lstm,
+    VaePrior,
+    VaeMorph,
+}
+
+/// `played` replaced by what the VAE writes for `source` (the LSTM's own piece for `Lstm`).
+/// `other` writes a second piece for the morph's far end.
+#[allow(clippy::too_many_arguments)]
+fn from_source(
+    source: Source,
+    vae: Option<&VaeModel>,
+    scale_lock: bool,
+    settings: GenSettings,
+    meter: Meter,
+    played: Vec<MelodyNote>,
+    k: usize,
+    other: impl FnOnce() -> Vec<MelodyNote>,
+) -> Result<Vec<MelodyNote>> {
+    let Some(vae) = vae.filter(|_| source != Source::Lstm) else {
+        return Ok(played);
+    };
+    let context = PhraseContext {
+        meter,
+        key: settings.key,
+        style: settings.style,
+    };
+    let (low, high) = settings.register();
+    let rules = DecodeRules {
+        low,
+        high,
+        scale_lock,
+        ..DecodeRules::default()
+    };
+    let code = match source {
+        Source::VaePrior => {
+            let segments = vae.encode(&played, context)?.codes.len();
+            let mut rng = SeedRng::derive(&[settings.seed, 0xfa, k as u64]);
+            let codes = (0..segments)
+                .map(|_| prior_sample(vae.fast.config.latent, &mut rng))
+                .collect();
+            Encoded { codes, context }
+        }
+        _ => {
+            let t = (1 + k % 7) as f32 / 8.0;
+            morph(
+                &vae.encode(&played, context)?,
+                &vae.encode(&other(), context)?,
+                t,
+            )
+        }
+    };
+    vae.decode(&code, &rules, settings.seed)
 }
 
 /// Progressions `--with-chords` uses, written in C major / A minor, one chord per bar.
@@ -156,6 +225,14 @@ pub fn run(args: Args) -> Result<()> {
     let neural = matches!(model, LoadedModel::Neural(_));
     let style = Style::parse(&args.style)
         .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
+    let vae = match (args.source, &args.vae) {
+        (Source::Lstm, _) => None,
+        (_, Some(dir)) => Some(VaeModel::load_dir(dir)?),
+        (_, None) => Some(VaeModel::load(EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS)?),
+    };
+    if args.with_chords && vae.is_some() {
+        bail!("--with-chords measures the LSTM's chord fit; use it with --source lstm");
+    }
     let (tunes, _) = load_corpus(&args.midi_dirs)?;
     let mut corpus_paths = Vec::new();
     let corpus: Vec<Line> = tunes
@@ -183,6 +260,21 @@ pub fn run(args: Args) -> Result<()> {
         let key = settings.key;
         // The same path as the plugin and `melodist generate`: form, continuity, cadences.
         let played = generate_with(generator.as_mut(), settings, meter, args.bars, &[]);
+        let other = |g: &mut dyn Generator| {
+            let seed = settings.seed + 50_000;
+            generate_with(g, GenSettings { seed, ..settings }, meter, args.bars, &[])
+        };
+        let (source, vae) = (args.source, vae.as_ref());
+        let played = from_source(
+            source,
+            vae,
+            args.scale_lock,
+            settings,
+            meter,
+            played,
+            k,
+            || other(generator.as_mut()),
+        )?;
         pieces.push(Piece::new(key, meter, &played, 0.0, args.bars));
         generated.push(Line {
             key,
@@ -259,9 +351,13 @@ pub fn run(args: Args) -> Result<()> {
         .flat_map(|l| l.notes.iter().map(move |n| l.key.contains(n.0)))
         .filter(|&x| x)
         .count();
+    let name = match args.source {
+        Source::Lstm => args.model.clone(),
+        source => format!("{source:?} (decoding temperature 0.3)"),
+    };
     println!(
         "{}: {} pieces of {} bars, {} notes ({:.1} per bar)",
-        args.model,
+        name,
         args.samples,
         args.bars,
         total,

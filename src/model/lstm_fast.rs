@@ -288,7 +288,7 @@ impl Matrix {
 }
 
 /// A stored weight, widened to f32 for the product.
-trait Weight: Copy {
+pub(super) trait Weight: Copy {
     fn widen(self) -> f32;
 }
 
@@ -333,7 +333,7 @@ fn cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) {
 }
 
 /// `out += x · w` for `w` row-major `[x.len(), out.len()]`, with AVX2 FMA where available.
-fn matvec<W: Weight>(w: &[W], x: &[f32], out: &mut [f32]) {
+pub(super) fn matvec<W: Weight>(w: &[W], x: &[f32], out: &mut [f32]) {
     debug_assert_eq!(w.len(), x.len() * out.len());
     #[cfg(target_arch = "x86_64")]
     {

@@ -20,6 +20,7 @@ pub mod tokenizer;
 pub mod train;
 pub mod train_vae;
 pub mod vae;
+pub mod vae_fast;
 pub mod variation;
 
 use anyhow::{Context, Result, bail};

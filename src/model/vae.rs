@@ -86,11 +86,11 @@ pub struct SegmentBatch {
 }
 
 /// One GRU: `[3H, in]`, `[3H, H]` and two `[3H]` biases.
-struct Gru {
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor,
-    b_hh: Tensor,
+pub(super) struct Gru {
+    pub(super) w_ih: Tensor,
+    pub(super) w_hh: Tensor,
+    pub(super) b_ih: Tensor,
+    pub(super) b_hh: Tensor,
 }
 
 impl Gru {
@@ -145,23 +145,23 @@ impl Gru {
 pub struct Vae {
     pub config: VaeConfig,
     /// Pitch and duration rows (disjoint token ranges of one table), shared by both halves.
-    tok_emb: Tensor,
-    pos_emb: Tensor,
+    pub(super) tok_emb: Tensor,
+    pub(super) pos_emb: Tensor,
     /// Header tokens (style, meter, key), summed into one decoder conditioning vector.
-    cond_emb: Tensor,
-    enc_fwd: Gru,
-    enc_bwd: Gru,
-    to_mu: Linear,
-    to_logvar: Linear,
+    pub(super) cond_emb: Tensor,
+    pub(super) enc_fwd: Gru,
+    pub(super) enc_bwd: Gru,
+    pub(super) to_mu: Linear,
+    pub(super) to_logvar: Linear,
     /// z → the decoder's initial state, and z → an input added at every decoder step.
-    z_to_state: Linear,
-    z_to_input: Linear,
-    dec: Gru,
-    pitch_head: Linear,
-    dur_in: Linear,
+    pub(super) z_to_state: Linear,
+    pub(super) z_to_input: Linear,
+    pub(super) dec: Gru,
+    pub(super) pitch_head: Linear,
+    pub(super) dur_in: Linear,
     /// `[vocab, dur_hidden]`: the chosen pitch's contribution to the duration layer.
-    dur_pitch: Tensor,
-    dur_head: Linear,
+    pub(super) dur_pitch: Tensor,
+    pub(super) dur_head: Linear,
 }
 
 /// Decoding state of one segment: the GRU state and the step-constant input projection
@@ -372,7 +372,7 @@ pub fn kl_per_dim(mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::segment::segment_batch;
     use crate::model::tokenizer::{BOS, NoteSeq, REST, dur_token, pitch_token};
@@ -396,7 +396,7 @@ mod tests {
     }
 
     /// Two segments of different lengths: (pitch, duration index) per note.
-    fn steps() -> Vec<NoteSeq> {
+    pub(crate) fn steps() -> Vec<NoteSeq> {
         let seq = |notes: &[(u8, u8)]| {
             let mut s = NoteSeq {
                 cond: [140, 120, 130],

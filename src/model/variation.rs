@@ -17,12 +17,13 @@
 
 use super::grid::TPQ;
 use super::sampler::{PitchRules, duration_bias, pitch_bias, sample};
-use super::segment::{onsets, segment_batch, segment_ticks, segments};
+use super::segment::{onsets, segment_ticks, segments};
 use super::tokenizer::{
     BOS, NoteSeq, PAD, REST, Style, TokenSeq, VOCAB, cond_tokens, encode, token_key_pitch,
     token_ticks,
 };
 use super::vae::{Vae, VaeConfig};
+use super::vae_fast::FastVae;
 use super::{CONFIG_FILE, WEIGHTS_FILE, checksum};
 use crate::midi::{Melody, MelodyNote};
 use crate::music::{Key, Meter, SeedRng};
@@ -117,6 +118,8 @@ impl Default for DecodeRules {
 /// A trained VAE, ready to encode and decode phrases.
 pub struct VaeModel {
     pub vae: Vae,
+    /// The same weights laid out for one segment at a time (what encode and decode run).
+    pub fast: FastVae,
 }
 
 impl VaeModel {
@@ -155,7 +158,8 @@ impl VaeModel {
             .context("VAE model.safetensors is not readable")?;
         let vae = Vae::new(file.model, vb)
             .context("VAE model.safetensors does not fit the network in config.json")?;
-        Ok(Self { vae })
+        let fast = FastVae::from_vae(&vae)?;
+        Ok(Self { vae, fast })
     }
 
     /// Ticks of one segment in `meter`.
@@ -183,12 +187,14 @@ impl VaeModel {
 
     /// μ of each segment (token sequences from [`segments`]).
     pub fn posterior_means(&self, segs: &[TokenSeq]) -> Result<Vec<Vec<f32>>> {
-        if segs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let steps: Vec<NoteSeq> = segs.iter().map(NoteSeq::from_tokens).collect();
-        let (mu, _) = self.vae.encode(&segment_batch(&steps)?)?;
-        Ok(mu.to_vec2()?)
+        let mut scratch = self.fast.scratch();
+        let means = segs.iter().map(|seg| {
+            let steps = NoteSeq::from_tokens(seg);
+            let mut mu = vec![0.0; self.fast.config.latent];
+            (self.fast).encode_mean(&steps, &onsets(&steps), &mut scratch, &mut mu);
+            mu
+        });
+        Ok(means.collect())
     }
 
     /// The notes of a phrase, segment after segment (quarter notes from its downbeat).
@@ -205,7 +211,7 @@ impl VaeModel {
         for (k, z) in phrase.codes.iter().enumerate() {
             let mut rng = SeedRng::derive(&[seed, k as u64]);
             let cond = cond_tokens(ctx.style, ctx.meter, ctx.key);
-            let tokens = decode_segment(&self.vae, z, cond, ctx.key, ticks, rules, &mut rng)?;
+            let tokens = decode_segment(&self.fast, z, cond, ctx.key, ticks, rules, &mut rng);
             let steps = NoteSeq::from_tokens(&tokens);
             for ((&p, &d), at) in steps.pitch.iter().zip(&steps.dur).zip(onsets(&steps)) {
                 if let Some(pitch) = token_key_pitch(p, ctx.key) {
@@ -226,27 +232,28 @@ impl VaeModel {
 /// One segment of `ticks` ticks decoded from `z` with header tokens `cond` (style, meter,
 /// key) under `rules`: the header, then pitch/duration pairs that fill it exactly.
 pub fn decode_segment(
-    vae: &Vae,
+    vae: &FastVae,
     z: &[f32],
     cond: [u32; 3],
     key: Key,
     ticks: u32,
     rules: &DecodeRules,
     rng: &mut SeedRng,
-) -> Result<TokenSeq> {
+) -> TokenSeq {
     let mut out = TokenSeq::default();
     for tok in [BOS, cond[0], cond[1], cond[2]] {
         out.push(tok, Default::default());
     }
     let pitch_rules = PitchRules::plain(&key, rules.scale_lock, rules.low, rules.high);
-    let mut state = vae.start(z, cond)?;
+    let mut state = vae.scratch();
+    vae.start(z, cond, &mut state);
     let (mut bias, mut scratch) = (vec![0.0; VOCAB], Vec::new());
     let (mut prev, mut pos) = ((BOS, PAD), 0);
     while pos < ticks && out.len() < 4 + 2 * MAX_SEGMENT_NOTES {
-        let logits = vae.step(prev.0, prev.1, pos as usize, &mut state)?;
+        let logits = vae.step(prev.0, prev.1, pos as usize, &mut state);
         pitch_bias(&mut bias, &pitch_rules);
         let pitch = sample(
-            &logits,
+            logits,
             &bias,
             rules.temperature,
             rules.top_p,
@@ -254,10 +261,10 @@ pub fn decode_segment(
             &mut scratch,
         )
         .unwrap_or(REST);
-        let logits = vae.duration_logits(pitch, &state)?;
+        let logits = vae.duration_logits(pitch, &mut state);
         duration_bias(&mut bias, ticks - pos, 0.0, None, 0.0);
         let dur = sample(
-            &logits,
+            logits,
             &bias,
             rules.temperature,
             rules.top_p,
@@ -272,7 +279,7 @@ pub fn decode_segment(
         pos += token_ticks(dur).unwrap_or(ticks);
         prev = (pitch, dur);
     }
-    Ok(out)
+    out
 }
 
 /// `dur` if it fits in `left` ticks, else the longest duration token that does.
