@@ -6,11 +6,13 @@ use super::form_measures::{Piece, measure, rows};
 use super::generate::{chord_ticks, generate_with};
 use super::ranged;
 use crate::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS};
+use crate::generator::loader::EMBEDDED_NEURAL_GUARD;
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
 use crate::generator::neural::strong_beat_ticks;
 use crate::generator::{GenSettings, Generator};
 use crate::limits;
 use crate::midi::MelodyNote;
+use crate::model::copyguard::CopyGuard;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::grid::duration_token;
 use crate::model::grid::{TPQ, bar_ticks};
@@ -85,7 +87,7 @@ pub enum Source {
 #[allow(clippy::too_many_arguments)]
 fn from_source(
     source: Source,
-    vae: Option<&VaeModel>,
+    vae: Option<(&VaeModel, &CopyGuard)>,
     scale_lock: bool,
     settings: GenSettings,
     meter: Meter,
@@ -93,7 +95,7 @@ fn from_source(
     k: usize,
     other: impl FnOnce() -> Vec<MelodyNote>,
 ) -> Result<Vec<MelodyNote>> {
-    let Some(vae) = vae.filter(|_| source != Source::Lstm) else {
+    let Some((vae, guard)) = vae.filter(|_| source != Source::Lstm) else {
         return Ok(played);
     };
     let context = PhraseContext {
@@ -126,7 +128,8 @@ fn from_source(
             )
         }
     };
-    vae.decode(&code, &rules, settings.seed)
+    // As the plugin decodes hooks: never 13 notes of a training tune.
+    vae.decode_original(&code, &rules, settings.seed, guard)
 }
 
 /// Progressions `--with-chords` uses, written in C major / A minor, one chord per bar.
@@ -225,6 +228,7 @@ pub fn run(args: Args) -> Result<()> {
     let neural = matches!(model, LoadedModel::Neural(_));
     let style = Style::parse(&args.style)
         .ok_or_else(|| anyhow::anyhow!("unknown style {:?}", args.style))?;
+    let guard = CopyGuard::from_bytes(EMBEDDED_NEURAL_GUARD)?;
     let vae = match (args.source, &args.vae) {
         (Source::Lstm, _) => None,
         (_, Some(dir)) => Some(VaeModel::load_dir(dir)?),
@@ -264,7 +268,7 @@ pub fn run(args: Args) -> Result<()> {
             let seed = settings.seed + 50_000;
             generate_with(g, GenSettings { seed, ..settings }, meter, args.bars, &[])
         };
-        let (source, vae) = (args.source, vae.as_ref());
+        let (source, vae) = (args.source, vae.as_ref().map(|v| (v, &guard)));
         let played = from_source(
             source,
             vae,

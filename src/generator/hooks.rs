@@ -16,9 +16,11 @@
 //! sounds the same whether reached by playing through or by jumping there.
 
 use super::form::write_section;
+use super::loader::EMBEDDED_NEURAL_GUARD;
 use super::looping::vary_pitches;
 use super::{GenSettings, Generator, Phrase, perform};
 use crate::midi::MelodyNote;
+use crate::model::copyguard::CopyGuard;
 use crate::model::variation::{DecodeRules, PhraseContext, VaeModel, morph, vary};
 use crate::music::{BeatNote, Meter, Scale, SeedRng};
 use nice_plug::params::persist::PersistentField;
@@ -170,6 +172,8 @@ impl<'a> PersistentField<'a, HookSlots> for HookBank {
 /// The VAE the hook controls use, or why there is none (then they act on notes).
 pub struct Variations {
     vae: Result<VaeModel, String>,
+    /// The LSTM's originality guard, so decoded hooks never copy a training tune either.
+    guard: CopyGuard,
 }
 
 impl Variations {
@@ -188,6 +192,7 @@ impl Variations {
 
     fn from(vae: anyhow::Result<VaeModel>) -> Self {
         Self {
+            guard: CopyGuard::from_bytes(EMBEDDED_NEURAL_GUARD).unwrap_or_default(),
             vae: vae.map_err(|err| {
                 format!("Vary and Morph move notes instead of using the VAE: {err:#}")
             }),
@@ -196,9 +201,7 @@ impl Variations {
 
     /// No VAE: the note-level fallback (tests, and the command line without one).
     pub fn none(why: &str) -> Self {
-        Self {
-            vae: Err(why.to_string()),
-        }
+        Self::from(Err(anyhow::anyhow!("{why}")))
     }
 
     /// Why the VAE is not in use, if it is not.
@@ -242,7 +245,7 @@ impl Variations {
             return b;
         }
         match &self.vae {
-            Ok(vae) => latent_hook(vae, settings, meter, &a, &b)
+            Ok(vae) => latent_hook(vae, &self.guard, settings, meter, &a, &b)
                 .unwrap_or_else(|_| note_hook(settings, &a, &b)),
             Err(_) => note_hook(settings, &a, &b),
         }
@@ -283,6 +286,7 @@ fn step_seed(settings: &GenSettings, step: u64) -> u64 {
 /// Vary and Morph in the VAE's latent space, decoded under the key and register.
 fn latent_hook(
     vae: &VaeModel,
+    guard: &CopyGuard,
     settings: GenSettings,
     meter: Meter,
     a: &Phrase,
@@ -317,7 +321,7 @@ fn latent_hook(
         ..DecodeRules::default()
     };
     let mut rng = SeedRng::derive(&[settings.seed, settings.vary_step as u64, t.to_bits() as u64]);
-    let notes = vae.decode(&code, &rules, rng.next_u64())?;
+    let notes = vae.decode_original(&code, &rules, rng.next_u64(), guard)?;
     let mut bars = Hook::from_notes(&notes, meter, a.len()).bars;
     perform::apply(&mut bars, &settings, meter, &mut rng);
     Ok(bars)

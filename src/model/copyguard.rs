@@ -86,6 +86,12 @@ impl CopyGuard {
         self.hashes.binary_search(&hash(steps)).is_ok()
     }
 
+    /// Does `line` (as [`melody_line`] writes it) hold a run of [`COPY_NOTES`] notes of a
+    /// training tune anywhere? For melodies written without the guard (the VAE's).
+    pub fn copies(&self, line: &[(u8, u32)]) -> bool {
+        (STEPS..line.len()).any(|i| self.would_copy(&line[..i], line[i].0))
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + 4 * self.hashes.len());
         out.extend_from_slice(MAGIC);
@@ -147,6 +153,20 @@ mod tests {
         assert!(!guard.would_copy(&other_rhythm, up[12].0));
         // An empty guard allows everything.
         assert!(!CopyGuard::default().would_copy(&up[..12], up[12].0));
+    }
+
+    #[test]
+    fn finds_a_copy_anywhere_in_a_finished_melody() {
+        let guard = CopyGuard::build([tune().as_slice()]);
+        // Three notes of its own, then 13 of the tune a tone lower, then one more.
+        let mut line = vec![(50, 6), (55, 12), (53, 6)];
+        line.extend(tune()[3..16].iter().map(|&(p, d)| (p - 2, d)));
+        line.push((40, 24));
+        assert!(guard.copies(&line));
+        // One note of the run changed: 12 at most in a row.
+        line[9].0 += 1;
+        assert!(!guard.copies(&line));
+        assert!(!guard.copies(&line[..5]));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! `model.safetensors`; anything missing or damaged is an error that says what is wrong
 //! (the plugin then falls back to the LSTM).
 
+use super::copyguard::{CopyGuard, melody_line};
 use super::grid::TPQ;
 use super::sampler::{PitchRules, duration_bias, pitch_bias, sample};
 use super::segment::{onsets, segment_ticks, segments};
@@ -224,6 +225,32 @@ impl VaeModel {
                     });
                 }
             }
+        }
+        Ok(notes)
+    }
+}
+
+/// Decodings [`VaeModel::decode_original`] tries before it keeps the last one.
+const ORIGINAL_TRIES: u64 = 4;
+
+impl VaeModel {
+    /// [`VaeModel::decode`], drawn again with the next seeds (up to [`ORIGINAL_TRIES`]
+    /// decodings) while the notes repeat [`COPY_NOTES`](super::copyguard::COPY_NOTES) notes
+    /// of a training tune verbatim,
+    /// as the LSTM's originality guard forbids.
+    pub fn decode_original(
+        &self,
+        phrase: &Encoded,
+        rules: &DecodeRules,
+        seed: u64,
+        guard: &CopyGuard,
+    ) -> Result<Vec<MelodyNote>> {
+        let mut notes = self.decode(phrase, rules, seed)?;
+        for retry in 1..ORIGINAL_TRIES {
+            if !guard.copies(&melody_line(&notes)) {
+                break;
+            }
+            notes = self.decode(phrase, rules, seed.wrapping_add(retry))?;
         }
         Ok(notes)
     }
