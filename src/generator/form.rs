@@ -129,8 +129,8 @@ struct SectionKey {
     context_version: u64,
 }
 
-/// Plays the form: remembers the section last computed, so playing on costs one section
-/// (4–8 phrases, a few ms) every 8–32 bars.
+/// Plays the form: remembers the section being played, written phrase by phrase as the
+/// bars are asked for, so playing on costs one phrase every 4 bars.
 #[derive(Default)]
 pub struct FormPlayer {
     section: Option<(SectionKey, Phrase)>,
@@ -154,20 +154,27 @@ impl FormPlayer {
         context_version: u64,
     ) -> Vec<BeatNote> {
         let length = section_bars(settings.form) as i64;
+        let section = bar_index.div_euclid(length);
         let key = SectionKey {
             settings,
             meter,
-            section: bar_index.div_euclid(length),
+            section,
             context_version,
         };
         if self.section.as_ref().is_none_or(|(k, _)| *k != key) {
-            let started = std::time::Instant::now();
-            let chords = chords.ticks(key.section * length, length as usize, meter);
-            let bars = write_section(generator, settings, meter, key.section, context, &chords);
-            self.last_write_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
-            self.section = Some((key, bars));
+            self.section = Some((key, Vec::new()));
         }
-        let (_, bars) = self.section.as_ref().expect("just written");
+        let (_, bars) = self.section.as_mut().expect("just set");
+        // Only the phrases up to this bar: after a change the first bar is ready after
+        // one phrase, not a whole section (later bars extend it).
+        let needed = bar_index.rem_euclid(length) as usize + 1;
+        if bars.len() < needed {
+            let started = std::time::Instant::now();
+            let chords = chords.ticks(section * length, length as usize, meter);
+            let (g, s) = (generator, settings);
+            extend_section(g, s, meter, section, context, &chords, bars, needed);
+            self.last_write_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        }
         bars[bar_index.rem_euclid(length) as usize].clone()
     }
 }
@@ -201,17 +208,40 @@ pub fn write_section(
     context: &[ContextNote],
     chords: &[u16],
 ) -> Phrase {
+    let mut bars = Vec::new();
+    let (g, s) = (generator, settings);
+    extend_section(g, s, meter, section, context, chords, &mut bars, usize::MAX);
+    bars
+}
+
+/// Writes the next phrases of a section into `bars` (its first bars, whole phrases) until
+/// it holds `bars_needed` bars or the section ends. A phrase only copies phrases before
+/// it, so a section written in steps is the section [`write_section`] writes at once, and
+/// a player asked for an early bar need not wait for the whole section.
+#[allow(clippy::too_many_arguments)]
+pub fn extend_section(
+    generator: &mut dyn Generator,
+    settings: GenSettings,
+    meter: Meter,
+    section: i64,
+    context: &[ContextNote],
+    chords: &[u16],
+    bars: &mut Phrase,
+    bars_needed: usize,
+) {
     let ticks_of = |bar: usize| bar * bar_ticks(meter) as usize;
     let chords_from = |bar: usize| chords.get(ticks_of(bar)..).unwrap_or(&[]);
     let plan = plan(settings.form, settings.style, settings.seed, section);
-    let mut bars: Phrase = Vec::with_capacity(plan.len() * PHRASE_BARS);
     // A copy (answer, repeat, variation) is only heard over the chords it was written
     // on: under other chords the phrase is written anew.
     let same_chords = |from: usize, to: usize, bars: usize| {
         let span = |b: usize| chords.get(ticks_of(b)..ticks_of(b + bars)).unwrap_or(&[]);
         span(from) == span(to)
     };
-    for (k, planned) in plan.iter().enumerate() {
+    for (k, planned) in plan.iter().enumerate().skip(bars.len() / PHRASE_BARS) {
+        if bars.len() >= bars_needed {
+            break;
+        }
         let phrase_index = section * plan.len() as i64 + k as i64;
         let role = match planned.role {
             Role::Answer(i) if !same_chords(i * PHRASE_BARS, k * PHRASE_BARS, 2) => Role::New,
@@ -284,7 +314,6 @@ pub fn write_section(
         };
         bars.extend(new_phrase);
     }
-    bars
 }
 
 /// Notes of consecutive bars as the model's context: pitches with inter-onset durations,

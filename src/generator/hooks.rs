@@ -15,7 +15,7 @@
 //! B one by one. Every path is a pure function of (settings, slots, meter), so a bar
 //! sounds the same whether reached by playing through or by jumping there.
 
-use super::form::write_section;
+use super::form::extend_section;
 use super::loader::EMBEDDED_NEURAL_GUARD;
 use super::looping::vary_pitches;
 use super::{GenSettings, Generator, Phrase, perform};
@@ -172,6 +172,8 @@ impl<'a> PersistentField<'a, HookSlots> for HookBank {
 /// The VAE the hook controls use, or why there is none (then they act on notes).
 pub struct Variations {
     vae: Result<VaeModel, String>,
+    /// A and B as last written, kept while only Morph, Vary or Evolve change.
+    ends: Option<Ends>,
     /// The LSTM's originality guard, so decoded hooks never copy a training tune either.
     guard: CopyGuard,
 }
@@ -192,6 +194,7 @@ impl Variations {
 
     fn from(vae: anyhow::Result<VaeModel>) -> Self {
         Self {
+            ends: None,
             guard: CopyGuard::from_bytes(EMBEDDED_NEURAL_GUARD).unwrap_or_default(),
             vae: vae.map_err(|err| {
                 format!("Vary and Morph move notes instead of using the VAE: {err:#}")
@@ -211,45 +214,72 @@ impl Variations {
 
     /// Repeat 0 of the loop: A, varied and morphed towards B as the settings ask.
     pub fn loop_hook(
-        &self,
+        &mut self,
         generator: &mut dyn Generator,
         settings: GenSettings,
         meter: Meter,
         slots: &HookSlots,
     ) -> Phrase {
         let length = settings.loop_bars.max(1) as usize;
-        let a = match &slots.a {
-            Some(hook) => hook.fit(meter, length),
-            None => seed_hook(generator, settings, meter, length),
+        // A and B stay while only Morph, Vary or Evolve move (automating Morph is cheap).
+        let key = EndsKey {
+            settings: GenSettings {
+                morph: 0.0,
+                vary_step: 0,
+                evolve: 0.0,
+                hooks_version: 0,
+                ..settings
+            },
+            meter,
+            slots: slots.clone(),
         };
+        if self.ends.as_ref().is_none_or(|e| e.key != key) {
+            let a = match &slots.a {
+                Some(hook) => hook.fit(meter, length),
+                None => seed_hook(generator, settings, meter, length),
+            };
+            self.ends = Some(Ends { key, a, b: None });
+        }
+        let ends = self.ends.as_mut().expect("just set");
         let t = morph_position(settings.morph);
         if settings.vary_step == 0 && t == 0.0 {
-            return a;
+            return ends.a.clone();
         }
-        let b = match &slots.b {
+        let b = ends.b.get_or_insert_with(|| match &slots.b {
             Some(hook) => hook.fit(meter, length),
             None => {
                 let idea = SeedRng::derive(&[settings.seed, 0xb]).next_u64() % 100_000;
-                seed_hook(
-                    generator,
-                    GenSettings {
-                        seed: idea,
-                        ..settings
-                    },
-                    meter,
-                    length,
-                )
+                let settings = GenSettings {
+                    seed: idea,
+                    ..settings
+                };
+                seed_hook(generator, settings, meter, length)
             }
-        };
+        });
         if settings.vary_step == 0 && t == 1.0 {
-            return b;
+            return b.clone();
         }
         match &self.vae {
-            Ok(vae) => latent_hook(vae, &self.guard, settings, meter, &a, &b)
-                .unwrap_or_else(|_| note_hook(settings, &a, &b)),
-            Err(_) => note_hook(settings, &a, &b),
+            Ok(vae) => latent_hook(vae, &self.guard, settings, meter, &ends.a, b)
+                .unwrap_or_else(|_| note_hook(settings, &ends.a, b)),
+            Err(_) => note_hook(settings, &ends.a, b),
         }
     }
+}
+
+/// What A and B were computed from.
+#[derive(Debug, Clone, PartialEq)]
+struct EndsKey {
+    settings: GenSettings,
+    meter: Meter,
+    slots: HookSlots,
+}
+
+/// The loop's two ends, B written only once Vary or Morph needs it.
+struct Ends {
+    key: EndsKey,
+    a: Phrase,
+    b: Option<Phrase>,
 }
 
 /// The loop's first `length` bars as Generate mode writes them for `settings.seed`.
@@ -259,7 +289,8 @@ fn seed_hook(
     meter: Meter,
     length: usize,
 ) -> Phrase {
-    let mut hook = write_section(generator, settings, meter, 0, &[], &[]);
+    let mut hook = Vec::new();
+    extend_section(generator, settings, meter, 0, &[], &[], &mut hook, length);
     while hook.len() < length {
         hook.extend(hook.clone());
     }
@@ -414,7 +445,7 @@ mod tests {
             b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
         };
         let mut g = embedded_markov();
-        let v = shipped();
+        let mut v = shipped();
         let mut at = |t| v.loop_hook(g.as_mut(), settings(t, 0), meter, &slots);
         assert_eq!(at(0.0), slots.a.as_ref().unwrap().fit(meter, 4));
         assert_eq!(at(1.0), slots.b.as_ref().unwrap().fit(meter, 4));
@@ -431,7 +462,7 @@ mod tests {
     fn vary_chains_variations_of_the_seed_hook_within_the_masks() {
         let meter = Meter::new(3, 4);
         let mut g = embedded_markov();
-        let v = shipped();
+        let mut v = shipped();
         let slots = HookSlots::default();
         let plain = v.loop_hook(g.as_mut(), settings(0.0, 0), meter, &slots);
         let once = v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots);
@@ -455,7 +486,7 @@ mod tests {
             a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
             b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
         };
-        let v = Variations::none("test");
+        let mut v = Variations::none("test");
         let mut g = embedded_markov();
         let (a, b) = (slots.a.as_ref().unwrap(), slots.b.as_ref().unwrap());
         let half = v.loop_hook(g.as_mut(), settings(0.5, 0), meter, &slots);
@@ -476,7 +507,7 @@ mod tests {
             &EMBEDDED_VAE_WEIGHTS[..1000],
         )
         .unwrap();
-        let v = Variations::from_dir(dir.path());
+        let mut v = Variations::from_dir(dir.path());
         let why = v
             .fallback_reason()
             .expect("truncated weights must not load");

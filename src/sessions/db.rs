@@ -175,7 +175,7 @@ impl SessionDb {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data folder {}", dir.display()))?;
         }
-        match Self::open_checked(path) {
+        match Self::open_waiting(path) {
             Ok(db) => Ok(db),
             Err(err) if is_corruption(&err) => {
                 let aside = move_aside(path)?;
@@ -194,6 +194,22 @@ impl SessionDb {
             }
             Err(err) => {
                 Err(err).with_context(|| format!("cannot open session database {}", path.display()))
+            }
+        }
+    }
+
+    /// [`SessionDb::open_checked`], tried again for up to [`BUSY_TIMEOUT`] while another
+    /// process holds the lock: switching a new file to WAL needs it exclusively, and SQLite
+    /// answers "database is locked" at once there instead of waiting (two plugin instances
+    /// starting together on a fresh machine).
+    fn open_waiting(path: &Path) -> rusqlite::Result<SessionDb> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_checked(path) {
+                Err(err) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => return result,
             }
         }
     }
@@ -461,6 +477,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", version as u32 + 1)?;
     }
     tx.commit()
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_corruption(err: &rusqlite::Error) -> bool {
