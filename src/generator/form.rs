@@ -278,7 +278,7 @@ pub fn extend_section(
             }
             Role::Answer(i) => {
                 // The opening of phrase `i`, then an ending written after it.
-                let mut phrase: Phrase = phrase_of(&bars, i)[..2].to_vec();
+                let mut phrase: Phrase = phrase_of(bars, i)[..2].to_vec();
                 let start = bars.len().saturating_sub(PHRASE_BARS);
                 let mut before: Phrase = bars[start..].to_vec();
                 before.extend(phrase.iter().cloned());
@@ -298,9 +298,9 @@ pub fn extend_section(
                 phrase.extend(render_phrase(generator, &request));
                 phrase
             }
-            Role::Repeat(i) => phrase_of(&bars, i),
+            Role::Repeat(i) => phrase_of(bars, i),
             Role::Vary(i) => {
-                let mut phrase = phrase_of(&bars, i);
+                let mut phrase = phrase_of(bars, i);
                 let mut rng = SeedRng::derive(&[settings.seed, 0xa7, phrase_index as u64]);
                 // The cadence bar stays: the variation ends as the original did.
                 vary_pitches(
