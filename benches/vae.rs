@@ -9,7 +9,7 @@
 //!
 //! `cargo bench --bench vae`.
 
-use melodist::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS};
+use melodist::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS, Hook};
 use melodist::generator::loader::{LoadedModel, ModelChoice, load_model};
 use melodist::generator::{GenSettings, Generator, PhraseRequest};
 use melodist::midi::MelodyNote;
@@ -72,16 +72,11 @@ fn main() {
         };
         let bars = lstm.generate(&request, &mut SeedRng::new(seed));
         for pair in bars.chunks(2) {
-            let notes = (pair.iter().enumerate())
-                .flat_map(|(b, bar)| {
-                    bar.iter().map(move |n| MelodyNote {
-                        start: b as f64 * 4.0 + n.start,
-                        duration: n.duration,
-                        pitch: n.pitch,
-                        velocity: n.velocity,
-                    })
-                })
-                .collect::<Vec<_>>();
+            let notes = Hook {
+                meter,
+                bars: pair.to_vec(),
+            }
+            .notes();
             if !notes.is_empty() {
                 segments.push(notes);
             }

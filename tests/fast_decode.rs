@@ -151,7 +151,7 @@ fn syscall_child() {
     assert!(warm.len() == 4 && notes > 256, "{notes} notes");
 
     // The VAE: encode a phrase the LSTM wrote, vary it, decode it, as Vary does.
-    use melodist::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS};
+    use melodist::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS, Hook};
     use melodist::model::variation::{DecodeRules, PhraseContext, VaeModel, vary};
     let vae = VaeModel::load(EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS).unwrap();
     let context = PhraseContext {
@@ -162,16 +162,11 @@ fn syscall_child() {
     let hooks: Vec<Vec<melodist::midi::MelodyNote>> = (1..=16)
         .map(|seed| {
             let bars = phrase(&mut g, seed);
-            (bars.iter().enumerate())
-                .flat_map(|(b, bar)| {
-                    bar.iter().map(move |n| melodist::midi::MelodyNote {
-                        start: b as f64 * 4.0 + n.start,
-                        duration: n.duration,
-                        pitch: n.pitch,
-                        velocity: n.velocity,
-                    })
-                })
-                .collect()
+            Hook {
+                meter: context.meter,
+                bars,
+            }
+            .notes()
         })
         .collect();
     let round_trip = |notes: &[melodist::midi::MelodyNote], seed: u64| {

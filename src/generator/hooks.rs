@@ -70,7 +70,7 @@ impl Hook {
     }
 
     /// The notes in quarter notes from the hook's start.
-    fn notes(&self) -> Vec<MelodyNote> {
+    pub fn notes(&self) -> Vec<MelodyNote> {
         let bar_len = self.meter.beats_per_bar();
         (self.bars.iter().enumerate())
             .flat_map(|(b, bar)| {
