@@ -193,9 +193,14 @@ impl Variations {
     }
 
     fn from(vae: anyhow::Result<VaeModel>) -> Self {
+        // Only decoded hooks need the guard; the note-level fallback keeps the notes' runs.
+        let guard = match vae {
+            Ok(_) => CopyGuard::from_bytes(EMBEDDED_NEURAL_GUARD).unwrap_or_default(),
+            Err(_) => CopyGuard::default(),
+        };
         Self {
             ends: None,
-            guard: CopyGuard::from_bytes(EMBEDDED_NEURAL_GUARD).unwrap_or_default(),
+            guard,
             vae: vae.map_err(|err| {
                 format!("Vary and Morph move notes instead of using the VAE: {err:#}")
             }),
