@@ -359,6 +359,32 @@ async fn a_full_decode_queue_answers_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_answered_in_time_is_a_408_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |c| {
+        c.request_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = s
+        .state
+        .pool
+        .submit(move |_| release_rx.recv().unwrap())
+        .unwrap();
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 1})).await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(r.error().contains("not answered within 0.3 s"));
+    release_tx.send(()).unwrap();
+    blocker.await.unwrap();
+    assert_eq!(
+        post(s.addr, "/v1/generate", None, json!({"bars": 1}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_decode_is_a_500_and_the_pool_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), |_| {}).await;

@@ -28,7 +28,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use tower_http::timeout::TimeoutLayer;
 
 type Shared = Arc<AppState>;
 
@@ -56,10 +55,7 @@ pub fn router(state: Shared) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.body_limit,
         ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            state.config.request_timeout,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
@@ -89,6 +85,23 @@ async fn count(State(s): State<Shared>, req: Request, next: Next) -> Response {
     s.metrics
         .observe(&path, response.status().as_u16(), seconds);
     response
+}
+
+/// Answers `408` with a sentence when a request (a slow upload included) is not answered
+/// within the configured time. Decode work already queued still runs; its answer is dropped.
+async fn time_limit(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = s.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request was not answered within {:.1} s (a slow upload or a busy server); try again",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Establishes the caller ([`User`]) of every `/v1` request, or refuses it.
