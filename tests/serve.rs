@@ -253,6 +253,33 @@ async fn models_are_listed_and_a_pinned_version_must_be_the_served_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_lists_every_v1_endpoint_and_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let doc = get(s.addr, "/v1/openapi.json", None).await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/models",
+        "/v1/generate",
+        "/v1/vary",
+        "/v1/morph",
+        "/v1/sessions",
+        "/v1/recommend",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    // Derived from the request type: a new field shows up without editing the document.
+    for field in ["density", "seed", "loop_bars", "chords"] {
+        assert!(
+            schemas["GenerateRequest"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    assert!(schemas["ErrorBody"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_input_gets_a_status_and_a_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), |c| c.body_limit = 4096).await;

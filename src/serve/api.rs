@@ -17,9 +17,10 @@ use crate::music::{Key, Meter, PitchClass, Scale};
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::ops::RangeInclusive;
+use utoipa::ToSchema;
 
 /// A note in beat time: quarter notes from the start of the phrase.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Note {
     pub start: f64,
@@ -142,7 +143,7 @@ pub fn parse_style(text: &str) -> Result<Style, ApiError> {
 }
 
 /// `POST /v1/generate`: the settings of `melodist generate` (and the plugin's knobs).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateRequest {
     /// `neural` (default) or `markov`.
@@ -276,7 +277,7 @@ impl GenerateRequest {
 }
 
 /// The answer to a generate request (as JSON; `Accept: audio/midi` gets a MIDI file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GenerateResponse {
     pub model: String,
     pub version: String,
@@ -303,7 +304,7 @@ pub struct VaeDecode {
 }
 
 /// The shared fields, as they arrive.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaeOptions {
     /// Tonic (with `scale`); default: the key detected from the notes.
@@ -381,7 +382,7 @@ impl VaeOptions {
 }
 
 /// `POST /v1/vary`: variations of one hook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VaryRequest {
     pub notes: Vec<Note>,
@@ -403,7 +404,7 @@ fn default_distance() -> f64 {
 }
 
 /// `POST /v1/morph`: the phrases from hook `a` to hook `b`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MorphRequest {
     pub a: Vec<Note>,
@@ -423,7 +424,7 @@ fn default_steps() -> i64 {
 pub const MAX_PHRASES: i64 = 16;
 
 /// The answer to vary and morph: phrases in order, in beat time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PhrasesResponse {
     pub version: String,
     pub key: String,
@@ -433,7 +434,7 @@ pub struct PhrasesResponse {
 
 /// `POST /v1/recommend`: the context to rank presets for (all optional, as in
 /// `melodist recommend`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecommendRequest {
     pub tempo: Option<f64>,
@@ -449,7 +450,7 @@ pub struct RecommendRequest {
 }
 
 /// One ranked preset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RankedPreset {
     pub preset_id: String,
     pub name: String,
@@ -457,7 +458,7 @@ pub struct RankedPreset {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RecommendResponse {
     pub user: String,
     /// Sessions of the caller's history the ranking was fitted on.

@@ -6,7 +6,8 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A failed request: what the client sees.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,9 +63,28 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// What every failed request gets back.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status again, for clients that only keep the body.
+    pub status: u16,
+    /// What was wrong, in a sentence that names the field and the allowed values.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "status": self.status.as_u16(), "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: self.status.as_u16(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -24,14 +24,20 @@ pub const MAX_EVENTS: usize = 10_000;
 
 /// `POST /v1/sessions`: one session as the plugin logs it (the `melodist sessions export`
 /// line format, without the producer: that is the caller).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordSession {
+    /// Unix time in milliseconds.
     pub started_at_ms: i64,
     #[serde(default)]
     pub ended_at_ms: Option<i64>,
+    /// `tempo`, `meter` ("4/4"), and optionally `key` ("A minor"), `input_density`,
+    /// `input_register`, as fields of this object.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub context: SessionContext,
+    /// `{"t_ms", "kind", "preset", "seconds"}`; kinds as `melodist sessions export` writes.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<Event>,
 }
 

@@ -11,7 +11,7 @@ use prometheus::{
 
 /// Endpoints as metric labels: a fixed set, so a client probing random paths cannot grow
 /// the label set without bound.
-pub const ENDPOINTS: [&str; 10] = [
+pub const ENDPOINTS: [&str; 11] = [
     "/healthz",
     "/metrics",
     "/v1/models",
@@ -21,6 +21,7 @@ pub const ENDPOINTS: [&str; 10] = [
     "/v1/sessions",
     "/v1/recommend",
     "/v1/me",
+    "/v1/openapi.json",
     "other",
 ];
 

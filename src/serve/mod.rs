@@ -12,6 +12,7 @@
 //! | `POST/GET/DELETE /v1/sessions` | record, list (export) and forget the caller's history |
 //! | `POST /v1/recommend` | presets ranked from the caller's own history, with reasons |
 //! | `GET /v1/me` | who the server thinks the caller is |
+//! | `GET /v1/openapi.json` | the API, described from the types in [`api`] |
 //!
 //! Layout, one concern per file: [`config`] (options), [`api`] (bodies and validation),
 //! [`routes`] (paths and layers), [`pool`] (the decode threads and their bounded queue),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One entry of `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// What a request names in its `model` field: `neural`, `markov`, `vae`.
     pub name: String,
@@ -36,6 +36,12 @@ pub struct ModelInfo {
     pub source: String,
     /// The model card (how it was trained and measured), when the models folder has one.
     pub card: Option<String>,
+}
+
+/// The answer of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ModelsResponse {
+    pub models: Vec<ModelInfo>,
 }
 
 /// A generator a request can ask for.

@@ -5,11 +5,12 @@
 use super::AppState;
 use super::api::{
     self, GenerateRequest, GenerateResponse, MAX_PHRASES, MorphRequest, Note, PhrasesResponse,
-    RecommendRequest, VaeDecode, VaryRequest, check,
+    RecommendRequest, RecommendResponse, VaeDecode, VaryRequest, check,
 };
 use super::auth::User;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::history::RecordSession;
+use super::models::ModelsResponse;
 use crate::cli::generate::{chord_ticks, generate_with};
 use crate::limits;
 use crate::midi::file::melody_to_bytes;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::OpenApi;
 
 type Shared = Arc<AppState>;
 
@@ -46,6 +48,7 @@ pub fn router(state: Shared) -> Router {
                 .delete(forget_sessions),
         )
         .route("/me", get(me))
+        .route("/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(healthz))
@@ -137,9 +140,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found(
-        "no such endpoint (the endpoints are listed in the README, section \"melodist serve\")",
-    )
+    ApiError::not_found("no such endpoint (see GET /v1/openapi.json)")
 }
 
 async fn healthz(State(s): State<Shared>) -> Json<Value> {
@@ -153,9 +154,39 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     )
 }
 
-async fn models(State(s): State<Shared>) -> Json<Value> {
-    Json(json!({ "models": s.models.infos }))
+#[utoipa::path(get, path = "/v1/models", responses(
+    (status = 200, description = "The models this server serves", body = ModelsResponse)
+))]
+async fn models(State(s): State<Shared>) -> Json<ModelsResponse> {
+    Json(ModelsResponse {
+        models: s.models.infos.clone(),
+    })
 }
+
+/// `GET /v1/openapi.json`: this API, described from its types.
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Melodist model server",
+        description = "melodist serve: melodies, variations and per-user preset recommendations over HTTP. Every /v1 call needs 'Authorization: Bearer <token>' unless the server is bound to a loopback address without --require-token."
+    ),
+    paths(
+        models,
+        generate,
+        vary_hook,
+        morph_hooks,
+        record_session,
+        list_sessions,
+        forget_sessions,
+        recommend
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
 
 async fn me(Extension(user): Extension<User>) -> Json<Value> {
     Json(json!({ "user": user.0 }))
@@ -176,6 +207,14 @@ fn version_of(s: &AppState, name: &str) -> String {
 }
 
 /// `POST /v1/generate`: the notes `melodist generate` writes for the same settings.
+#[utoipa::path(post, path = "/v1/generate", request_body = GenerateRequest, responses(
+    (status = 200, description = "The notes in beat time; with 'Accept: audio/midi', the MIDI file 'melodist generate' writes", body = GenerateResponse),
+    (status = 400, description = "Not JSON", body = ErrorBody),
+    (status = 404, description = "Unknown model or model version", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 422, description = "A value out of range or an unknown field", body = ErrorBody),
+    (status = 429, description = "Decode queue full; see Retry-After", body = ErrorBody)
+))]
 async fn generate(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -275,6 +314,11 @@ fn phrases_response(
 }
 
 /// `POST /v1/vary`: `melodist vary` for one hook (variation `i` uses seed `seed·1000 + i`).
+#[utoipa::path(post, path = "/v1/vary", request_body = VaryRequest, responses(
+    (status = 200, description = "The variations, in beat time", body = PhrasesResponse),
+    (status = 422, description = "Bad notes or options", body = ErrorBody),
+    (status = 503, description = "No VAE loaded", body = ErrorBody)
+))]
 async fn vary_hook(
     State(s): State<Shared>,
     Body(req): Body<VaryRequest>,
@@ -308,6 +352,11 @@ async fn vary_hook(
 }
 
 /// `POST /v1/morph`: `melodist morph` from hook `a` to hook `b` (in `a`'s context).
+#[utoipa::path(post, path = "/v1/morph", request_body = MorphRequest, responses(
+    (status = 200, description = "The phrases from A to B, in beat time", body = PhrasesResponse),
+    (status = 422, description = "Bad notes or options", body = ErrorBody),
+    (status = 503, description = "No VAE loaded", body = ErrorBody)
+))]
 async fn morph_hooks(
     State(s): State<Shared>,
     Body(req): Body<MorphRequest>,
@@ -343,6 +392,10 @@ async fn morph_hooks(
 }
 
 /// `POST /v1/sessions`: record one session in the caller's history.
+#[utoipa::path(post, path = "/v1/sessions", request_body = RecordSession, responses(
+    (status = 201, description = "Stored in the caller's history"),
+    (status = 401, description = "No valid token where one is needed", body = ErrorBody)
+))]
 async fn record_session(
     State(s): State<Shared>,
     Extension(user): Extension<User>,
@@ -362,6 +415,12 @@ struct ListQuery {
 }
 
 /// `GET /v1/sessions`: the caller's history (JSON, or JSON lines with `?format=jsonl`).
+#[utoipa::path(get, path = "/v1/sessions", params(
+    ("format" = Option<String>, Query, description = "json (default) or jsonl (the export format)")
+), responses(
+    (status = 200, description = "The caller's sessions, oldest first"),
+    (status = 401, description = "No valid token where one is needed", body = ErrorBody)
+))]
 async fn list_sessions(
     State(s): State<Shared>,
     Extension(user): Extension<User>,
@@ -383,6 +442,10 @@ async fn list_sessions(
 }
 
 /// `DELETE /v1/sessions`: forget the caller's history (and only theirs).
+#[utoipa::path(delete, path = "/v1/sessions", responses(
+    (status = 200, description = "How many of the caller's sessions were deleted"),
+    (status = 401, description = "No valid token where one is needed", body = ErrorBody)
+))]
 async fn forget_sessions(
     State(s): State<Shared>,
     Extension(user): Extension<User>,
@@ -392,11 +455,15 @@ async fn forget_sessions(
 }
 
 /// `POST /v1/recommend`: presets ranked from the caller's own history, with reasons.
+#[utoipa::path(post, path = "/v1/recommend", request_body = RecommendRequest, responses(
+    (status = 200, description = "Presets ranked from the caller's own history, with reasons", body = RecommendResponse),
+    (status = 422, description = "A value out of range", body = ErrorBody)
+))]
 async fn recommend(
     State(s): State<Shared>,
     Extension(user): Extension<User>,
     Body(req): Body<RecommendRequest>,
-) -> Result<Json<api::RecommendResponse>, ApiError> {
+) -> Result<Json<RecommendResponse>, ApiError> {
     check("count", req.count.unwrap_or(5), 1..=50)?;
     if let Some(t) = req.tempo {
         check("tempo", t as f32, limits::TEMPO)?;
