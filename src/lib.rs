@@ -7,6 +7,7 @@
 //!   into sample-accurate MIDI, and the worker thread that generates ahead of the playhead.
 //! - [`generator`]: the `Generator` seam and the models behind it.
 //! - [`music`], [`midi`]: theory (keys, scales, meters) and MIDI files.
+//! - [`serve`]: `melodist serve`, the models and users' history behind an HTTP API.
 
 pub mod cli;
 pub mod editor;
@@ -19,4 +20,5 @@ pub mod music;
 pub mod plugin;
 pub mod presets;
 pub mod recommend;
+pub mod serve;
 pub mod sessions;

@@ -43,6 +43,8 @@ enum Command {
     Vary(cli::vary::VaryArgs),
     /// Write the morph between two hooks with the melody VAE, step by step.
     Morph(cli::vary::MorphArgs),
+    /// Serve the models and users' history over HTTP (`serve token add NAME` for tokens).
+    Serve(melodist::serve::Args),
     // New subcommands go here, one line each, implemented in `src/cli/<name>.rs`.
 }
 
@@ -85,6 +87,7 @@ fn main() {
         Command::Vary(args) => cli::vary::run_vary(args),
         Command::Morph(args) => cli::vary::run_morph(args),
         Command::Critic(args) => cli::critic::run(args),
+        Command::Serve(args) => melodist::serve::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -32,6 +32,7 @@
 use super::lstm::{Lstm, LstmConfig};
 use super::tokenizer::{Onset, STRAIN_BARS};
 use candle_core::{DType, Result, Tensor};
+use std::sync::OnceLock;
 
 /// How the weight matrices are stored. The tables read a row per note (token, position,
 /// chord inputs) and the biases stay f32 either way: they are a few KB.
@@ -78,10 +79,12 @@ struct Dense {
 }
 
 /// A row-major `[inputs, outputs]` matrix in its [`Precision`].
+/// Each holds, once the first batched step needs it, a packed copy for the batched
+/// kernel ([`pack`]).
 enum Matrix {
-    F32(Vec<f32>),
+    F32(Vec<f32>, OnceLock<Vec<f32>>),
     /// bfloat16 bits: the top half of each f32.
-    Bf16(Vec<u16>),
+    Bf16(Vec<u16>, OnceLock<Vec<u16>>),
 }
 
 /// Recurrent state and scratch of one sequence, allocated once ([`FastLstm::state`]) and
@@ -100,6 +103,21 @@ pub struct FastState {
     dur_logits: Vec<f32>,
 }
 
+/// What one sequence reads in a step (see [`FastLstm::step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInput {
+    pub prev_pitch: u32,
+    pub prev_dur: u32,
+    pub at: Onset,
+}
+
+impl FastState {
+    /// The pitch logits of the last step (valid until the next one).
+    pub fn pitch_logits(&self) -> &[f32] {
+        &self.pitch_logits
+    }
+}
+
 impl FastLstm {
     /// Copies the weights out of the candle model (once, at load time), exactly.
     pub fn from_lstm(m: &Lstm) -> Result<Self> {
@@ -113,11 +131,12 @@ impl FastLstm {
         let matrix = |t: &Tensor| -> Result<Matrix> {
             let t = t.t()?.contiguous()?;
             Ok(match precision {
-                Precision::F32 => Matrix::F32(flat(&t)?),
+                Precision::F32 => Matrix::F32(flat(&t)?, OnceLock::new()),
                 Precision::Bf16 => {
                     // candle rounds to nearest; the low 16 bits of the widened value are 0.
                     let rounded = flat(&t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)?;
-                    Matrix::Bf16(rounded.iter().map(|x| (x.to_bits() >> 16) as u16).collect())
+                    let bits = rounded.iter().map(|x| (x.to_bits() >> 16) as u16);
+                    Matrix::Bf16(bits.collect(), OnceLock::new())
                 }
             })
         };
@@ -208,10 +227,66 @@ impl FastLstm {
         s: &'s mut FastState,
     ) -> &'s [f32] {
         let hid = self.config.hidden;
-        let g = 4 * hid;
+        self.first_input(prev_pitch, prev_dur, at, s);
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Gates: recurrent product (and, above layer 0, input product) plus input.
+            s.gates.fill(0.0);
+            let xh = &s.h[l.saturating_sub(1) * hid..(l + 1) * hid];
+            layer.w.matvec(xh, &mut s.gates);
+            self.update_layer(l, s);
+        }
+        let top = &s.h[(self.config.layers - 1) * hid..];
+        self.pitch_head.forward(top, &mut s.pitch_logits);
+        &s.pitch_logits
+    }
+
+    /// [`FastLstm::step`] for several sequences at once (`inputs[b]` is read by
+    /// `states[b]`): each weight matrix is read once for the whole batch, as a
+    /// matrix-matrix product, instead of once per sequence. Every sequence's logits are
+    /// bit for bit those of its own [`FastLstm::step`] (the products add the same terms in
+    /// the same order); read them with [`FastState::pitch_logits`].
+    ///
+    /// Unlike `step` it allocates (two small vectors of slices per layer): it is for the
+    /// server's decode threads, not the plugin's.
+    pub fn step_batch(&self, inputs: &[StepInput], states: &mut [FastState]) {
+        assert_eq!(inputs.len(), states.len(), "one input per sequence");
+        let hid = self.config.hidden;
+        for (input, s) in inputs.iter().zip(states.iter_mut()) {
+            self.first_input(input.prev_pitch, input.prev_dur, input.at, s);
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let span = l.saturating_sub(1) * hid..(l + 1) * hid;
+            let (xs, mut outs): (Vec<&[f32]>, Vec<&mut [f32]>) = states
+                .iter_mut()
+                .map(|s| {
+                    s.gates.fill(0.0);
+                    (&s.h[span.clone()], &mut s.gates[..])
+                })
+                .unzip();
+            layer.w.matmat(&xs, &mut outs);
+            for s in states.iter_mut() {
+                self.update_layer(l, s);
+            }
+        }
+        let top = (self.config.layers - 1) * hid..;
+        let (xs, mut outs): (Vec<&[f32]>, Vec<&mut [f32]>) = states
+            .iter_mut()
+            .map(|s| {
+                s.pitch_logits.fill(0.0);
+                (&s.h[top.clone()], &mut s.pitch_logits[..])
+            })
+            .unzip();
+        self.pitch_head.w.matmat(&xs, &mut outs);
+        for s in states.iter_mut() {
+            add(&mut s.pitch_logits, &self.pitch_head.bias);
+        }
+    }
+
+    /// Layer 0's input for the next step into `s.input`: precomputed rows plus the
+    /// conditioning (same sum order as the candle step).
+    fn first_input(&self, prev_pitch: u32, prev_dur: u32, at: Onset, s: &mut FastState) {
+        let g = 4 * self.config.hidden;
         let pos = (at.pos as usize).min(self.config.max_pos - 1);
-        // Layer 0's input: precomputed rows plus the conditioning (same sum order as the
-        // candle step).
         s.input
             .copy_from_slice(row(&self.tok_in, prev_pitch as usize, g));
         add(&mut s.input, row(&self.tok_in, prev_dur as usize, g));
@@ -230,21 +305,17 @@ impl FastLstm {
                 add(&mut s.input, row(&self.chord_in, pc, g));
             }
         }
-        for (l, layer) in self.layers.iter().enumerate() {
-            // Gates: recurrent product (and, above layer 0, input product) plus input.
-            s.gates.fill(0.0);
-            let xh = &s.h[l.saturating_sub(1) * hid..(l + 1) * hid];
-            layer.w.matvec(xh, &mut s.gates);
-            if l > 0 {
-                s.input.copy_from_slice(&layer.bias);
-            }
-            add(&mut s.gates, &s.input);
-            let span = l * hid..(l + 1) * hid;
-            cell(&s.gates, &mut s.c[span.clone()], &mut s.h[span]);
+    }
+
+    /// Layer `l`'s cell update once its products are in `s.gates`.
+    fn update_layer(&self, l: usize, s: &mut FastState) {
+        let hid = self.config.hidden;
+        if l > 0 {
+            s.input.copy_from_slice(&self.layers[l].bias);
         }
-        let top = &s.h[(self.config.layers - 1) * hid..];
-        self.pitch_head.forward(top, &mut s.pitch_logits);
-        &s.pitch_logits
+        add(&mut s.gates, &s.input);
+        let span = l * hid..(l + 1) * hid;
+        cell(&s.gates, &mut s.c[span.clone()], &mut s.h[span]);
     }
 
     /// Duration logits of the note whose pitch token is `pitch`, after [`FastLstm::step`].
@@ -274,15 +345,23 @@ impl Matrix {
     /// `out += x · self`.
     fn matvec(&self, x: &[f32], out: &mut [f32]) {
         match self {
-            Matrix::F32(w) => matvec(w, x, out),
-            Matrix::Bf16(w) => matvec(w, x, out),
+            Matrix::F32(w, _) => matvec(w, x, out),
+            Matrix::Bf16(w, _) => matvec(w, x, out),
+        }
+    }
+
+    /// `outs[b] += xs[b] · self` for every `b`.
+    fn matmat(&self, xs: &[&[f32]], outs: &mut [&mut [f32]]) {
+        match self {
+            Matrix::F32(w, panels) => matmat(w, panels, xs, outs),
+            Matrix::Bf16(w, panels) => matmat(w, panels, xs, outs),
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
-            Matrix::F32(w) => 4 * w.len(),
-            Matrix::Bf16(w) => 2 * w.len(),
+            Matrix::F32(w, _) => 4 * w.len(),
+            Matrix::Bf16(w, _) => 2 * w.len(),
         }
     }
 }
@@ -388,6 +467,130 @@ fn matvec_rows<W: Weight, const FUSED: bool>(w: &[W], x: &[f32], out: &mut [f32]
         for (o, a) in out.iter_mut().zip(r) {
             *o = madd::<FUSED>(*o, x, a.widen());
         }
+    }
+}
+
+/// `outs[b] += xs[b] · w` for a batch, `w` row-major `[k, n]`, with AVX2 FMA where available.
+fn matmat<W: Weight>(w: &[W], panels: &OnceLock<Vec<W>>, xs: &[&[f32]], outs: &mut [&mut [f32]]) {
+    let Some(n) = outs.first().map(|o| o.len()) else {
+        return;
+    };
+    let panels = panels.get_or_init(|| pack(w, n));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above; std caches the answer).
+            unsafe { matmat_avx2_fma(w, panels, xs, outs) };
+        } else {
+            matmat_rows::<W, false>(w, panels, xs, outs);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    matmat_rows::<W, true>(w, panels, xs, outs);
+}
+
+/// The whole [`LANES`]-column strips of a row-major `[k, n]` matrix, each strip's rows
+/// one after the other (`[n / LANES][k][LANES]`), so the batched kernel reads every strip
+/// as one contiguous run. Built on the first batched step (the plugin never pays for it).
+fn pack<W: Weight>(w: &[W], n: usize) -> Vec<W> {
+    let k = w.len() / n.max(1);
+    let mut panels = Vec::with_capacity(n / LANES * LANES * k);
+    for j in (0..n / LANES * LANES).step_by(LANES) {
+        for i in 0..k {
+            panels.extend_from_slice(&w[i * n + j..i * n + j + LANES]);
+        }
+    }
+    panels
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn matmat_avx2_fma<W: Weight>(w: &[W], panels: &[W], xs: &[&[f32]], outs: &mut [&mut [f32]]) {
+    matmat_rows::<W, true>(w, panels, xs, outs);
+}
+
+/// Lanes per accumulator of the batched kernel (8 f32 = one AVX2 register).
+const LANES: usize = 8;
+/// Sequences per pass of the batched kernel: 8 accumulators plus a weight vector fit in
+/// the 16 vector registers of AVX2.
+const GROUP: usize = 8;
+
+/// [`matvec_rows`] for a batch, as a GEMM micro-kernel: for each strip of [`LANES`] output
+/// columns and each group of [`GROUP`] sequences, the accumulators stay in registers
+/// while the strip's weights stream past once, each weight vector serving the whole
+/// group. Each output still adds `x[i]·w[i]` for `i` in order, one rounding per FMA as
+/// [`matvec_rows`] does: the results are identical.
+#[inline(always)]
+fn matmat_rows<W: Weight, const FUSED: bool>(
+    w: &[W],
+    panels: &[W],
+    xs: &[&[f32]],
+    outs: &mut [&mut [f32]],
+) {
+    let Some(n) = outs.first().map(|o| o.len()) else {
+        return;
+    };
+    let k = w.len() / n.max(1);
+    debug_assert!(xs.iter().all(|x| x.len() == k) && outs.iter().all(|o| o.len() == n));
+    let strips = n / LANES * LANES;
+    let mut x_groups = xs.chunks_exact(GROUP);
+    let mut o_groups = outs.chunks_exact_mut(GROUP);
+    for (x, o) in (&mut x_groups).zip(&mut o_groups) {
+        let xt = interleave::<GROUP>(x, k);
+        for j in (0..strips).step_by(LANES) {
+            strip::<W, FUSED, GROUP>(&panels[j * k..(j + LANES) * k], j, &xt, o);
+        }
+    }
+    for (x, o) in x_groups.remainder().iter().zip(o_groups.into_remainder()) {
+        let xt = interleave::<1>(std::slice::from_ref(x), k);
+        for j in (0..strips).step_by(LANES) {
+            let panel = &panels[j * k..(j + LANES) * k];
+            strip::<W, FUSED, 1>(panel, j, &xt, std::slice::from_mut(o));
+        }
+    }
+    // Columns past the last whole strip, one at a time.
+    for (x, o) in xs.iter().zip(outs.iter_mut()) {
+        for (j, out) in o.iter_mut().enumerate().skip(strips) {
+            for (i, &xi) in x.iter().enumerate() {
+                *out = madd::<FUSED>(*out, xi, w[i * n + j].widen());
+            }
+        }
+    }
+}
+
+/// `S` sequences' inputs side by side, `[k][S]`: what the kernel reads with each row.
+fn interleave<const S: usize>(xs: &[&[f32]], k: usize) -> Vec<[f32; S]> {
+    (0..k).map(|i| std::array::from_fn(|b| xs[b][i])).collect()
+}
+
+/// Columns `j..j + LANES` of `S` sequences' outputs over all rows (`panel`: that strip,
+/// packed; `xt`: their inputs from [`interleave`]), in registers.
+#[inline(always)]
+fn strip<W: Weight, const FUSED: bool, const S: usize>(
+    panel: &[W],
+    j: usize,
+    xt: &[[f32; S]],
+    outs: &mut [&mut [f32]],
+) {
+    let mut acc = [[0f32; LANES]; S];
+    for (a, o) in acc.iter_mut().zip(outs.iter()) {
+        a.copy_from_slice(&o[j..j + LANES]);
+    }
+    for (row, x) in panel.chunks_exact(LANES).zip(xt) {
+        let mut wv = [0f32; LANES];
+        for l in 0..LANES {
+            wv[l] = row[l].widen();
+        }
+        for b in 0..S {
+            let xb = x[b];
+            for l in 0..LANES {
+                acc[b][l] = madd::<FUSED>(acc[b][l], xb, wv[l]);
+            }
+        }
+    }
+    for (a, o) in acc.iter().zip(outs.iter_mut()) {
+        o[j..j + LANES].copy_from_slice(a);
     }
 }
 
@@ -545,5 +748,119 @@ mod tests {
         }
         // Different (so it really is rounded) but within a few percent of the logit range.
         assert!(worst > 0.0 && worst < 0.05, "worst relative error {worst}");
+    }
+
+    /// Random inputs for `n` sequences.
+    fn inputs(rng: &mut SeedRng, vocab: u32, n: usize) -> Vec<StepInput> {
+        (0..n)
+            .map(|_| StepInput {
+                prev_pitch: (rng.next_u64() % vocab as u64) as u32,
+                prev_dur: (rng.next_u64() % vocab as u64) as u32,
+                at: Onset {
+                    pos: (rng.next_u64() % 60) as u16,
+                    cadence: (rng.next_u64() % 8) as u8,
+                    chord: (rng.next_u64() % 4096) as u16,
+                },
+            })
+            .collect()
+    }
+
+    /// Batched and one-by-one steps give the same logits, to the bit, for both precisions
+    /// and for odd sizes (no multiple of 4 or of the tile).
+    #[test]
+    fn a_batched_step_equals_one_step_per_sequence_bit_for_bit() {
+        let tiny = LstmConfig {
+            embed: 8,
+            hidden: 13,
+            layers: 3,
+            dur_hidden: 7,
+            ..Default::default()
+        };
+        for (config, precision) in [
+            (tiny, Precision::F32),
+            (LstmConfig::default(), Precision::F32),
+            (LstmConfig::default(), Precision::Bf16),
+        ] {
+            let fast = FastLstm::with_precision(&random(config, 11), precision).unwrap();
+            let vocab = fast.config.vocab as u32;
+            let mut rng = SeedRng::new(12);
+            let batch = 9;
+            let mut single: Vec<FastState> = (0..batch).map(|_| fast.state()).collect();
+            let mut batched: Vec<FastState> = (0..batch).map(|_| fast.state()).collect();
+            for (b, (a, c)) in single.iter_mut().zip(batched.iter_mut()).enumerate() {
+                let cond = [b as u32 + 1, 2 * b as u32 + 3, 5];
+                fast.start(cond, a);
+                fast.start(cond, c);
+            }
+            for _ in 0..12 {
+                let inputs = inputs(&mut rng, vocab, batch);
+                fast.step_batch(&inputs, &mut batched);
+                for ((input, a), c) in inputs.iter().zip(&mut single).zip(&batched) {
+                    let want = fast.step(input.prev_pitch, input.prev_dur, input.at, a);
+                    assert_eq!(c.pitch_logits(), want);
+                }
+            }
+        }
+    }
+
+    /// Sampled decoding of 32 sequences, batched and one by one: the same notes.
+    #[test]
+    fn batched_decode_gives_the_same_notes_as_unbatched_for_the_same_seeds() {
+        let fast = FastLstm::from_lstm(&random(LstmConfig::default(), 21)).unwrap();
+        let vocab = fast.config.vocab;
+        // Sample a token from logits with the sequence's own random stream.
+        let sample = |logits: &[f32], rng: &mut SeedRng| -> u32 {
+            let max = logits.iter().fold(f32::MIN, |m, &v| m.max(v));
+            let weights: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+            let mut r = rng.next_f32() * weights.iter().sum::<f32>();
+            for (i, w) in weights.iter().enumerate() {
+                r -= w;
+                if r <= 0.0 {
+                    return i as u32;
+                }
+            }
+            vocab as u32 - 1
+        };
+        let decode = |batched: bool| -> Vec<Vec<u32>> {
+            let n = 32;
+            let mut states: Vec<FastState> = (0..n).map(|_| fast.state()).collect();
+            let mut rngs: Vec<SeedRng> = (0..n).map(|b| SeedRng::new(100 + b as u64)).collect();
+            let mut notes = vec![Vec::new(); n];
+            for (b, s) in states.iter_mut().enumerate() {
+                fast.start([1, 2 + b as u32 % 3, 7], s);
+            }
+            let mut prev = vec![(1u32, 2u32); n];
+            for t in 0..16u16 {
+                let inputs: Vec<StepInput> = (prev.iter())
+                    .map(|&(prev_pitch, prev_dur)| StepInput {
+                        prev_pitch,
+                        prev_dur,
+                        at: Onset {
+                            pos: t * 3,
+                            cadence: 3,
+                            chord: 0,
+                        },
+                    })
+                    .collect();
+                if batched {
+                    fast.step_batch(&inputs, &mut states);
+                } else {
+                    for (i, s) in inputs.iter().zip(states.iter_mut()) {
+                        fast.step(i.prev_pitch, i.prev_dur, i.at, s);
+                    }
+                }
+                for b in 0..n {
+                    let pitch = sample(states[b].pitch_logits(), &mut rngs[b]);
+                    let dur = sample(fast.duration_logits(pitch, &mut states[b]), &mut rngs[b]);
+                    notes[b].push(pitch);
+                    prev[b] = (pitch, dur);
+                }
+            }
+            notes
+        };
+        let (one_by_one, together) = (decode(false), decode(true));
+        assert_eq!(one_by_one, together);
+        // The sequences really differ (the test would pass vacuously otherwise).
+        assert_ne!(one_by_one[0], one_by_one[1]);
     }
 }

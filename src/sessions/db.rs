@@ -343,6 +343,54 @@ impl SessionDb {
         Ok(log)
     }
 
+    /// One producer's history (a user of `melodist serve`), in [`SessionLog`] order: only
+    /// their rows are read, so nothing of anyone else's ever leaves the database.
+    pub fn load_log_of(&self, producer: &str) -> Result<SessionLog> {
+        let mut log = SessionLog::default();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE producer = ?1 ORDER BY started_at, id"
+        ))?;
+        let mut index = std::collections::HashMap::new();
+        for session in stmt.query_map(params![producer], session_from_row)? {
+            let session = session?;
+            index.insert(session.session, log.sessions.len());
+            log.sessions.push(session);
+        }
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE session_id IN
+               (SELECT id FROM sessions WHERE producer = ?1) ORDER BY id"
+        ))?;
+        for row in stmt.query_map(params![producer], event_from_row)? {
+            let Some((session, event)) = row? else {
+                continue;
+            };
+            if let Some(&i) = index.get(&session) {
+                log.sessions[i].events.push(event);
+            }
+        }
+        Ok(log)
+    }
+
+    /// Deletes one producer's history (sessions and their events) and no one else's.
+    /// Returns the number of sessions removed.
+    pub fn forget_producer(&mut self, producer: &str) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM events WHERE session_id IN (SELECT id FROM sessions WHERE producer = ?1)",
+            params![producer],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM sessions WHERE producer = ?1",
+            params![producer],
+        )?;
+        // The incremental recommender cache covers everyone's rows: rebuild it next time.
+        tx.execute("DELETE FROM recommender_cache", [])?;
+        tx.commit().context("cannot delete history")?;
+        Ok(n)
+    }
+
     /// What changed after session `last_session` and event `last_event` (0, 0: everything),
     /// read inside one transaction so the ids returned cover exactly what was read.
     pub fn changes_since(&self, last_session: i64, last_event: i64) -> Result<Changes> {

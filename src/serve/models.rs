@@ -1,0 +1,197 @@
+//! The models a server serves: loaded once at start from `--models DIR`, described by
+//! `GET /v1/models`, and copied into each decode thread ([`Worker`]).
+//!
+//! - `neural`: `DIR/neural` when it holds a model, else the one built into the binary
+//!   (the same the CLI and the plugin use by default, so the same seed gives the same notes);
+//! - `markov`: the shipped Markov baseline, built in;
+//! - `vae`: `DIR/vae` when present (variations and morphs); without it those endpoints
+//!   answer 503 with the reason.
+//!
+//! A model's version is the FNV-1a checksum of its weights, as its `config.json` records
+//! it: a client can pin a version and gets a 404 rather than other notes if the server
+//! runs another.
+
+use super::error::ApiError;
+use super::pool::WorkerFactory;
+use crate::generator::Generator;
+use crate::generator::loader::{self, EMBEDDED_MARKOV, EMBEDDED_NEURAL_CONFIG, ModelChoice};
+use crate::model::ModelFile;
+use crate::model::variation::{VaeFile, VaeModel};
+use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// What a request names in its `model` field: `neural`, `markov`, `vae`.
+    pub name: String,
+    /// The model file's format tag (e.g. `melodist-neural-lstm/3`).
+    pub format: String,
+    /// The weights' FNV-1a checksum (hex): what a request's `version` must equal.
+    pub version: String,
+    /// Where it was loaded from: a folder, or `built-in`.
+    pub source: String,
+    /// The model card (how it was trained and measured), when the models folder has one.
+    pub card: Option<String>,
+}
+
+/// The answer of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ModelsResponse {
+    pub models: Vec<ModelInfo>,
+}
+
+/// A generator a request can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeneratorKind {
+    Neural,
+    Markov,
+}
+
+/// One decode thread's own models (generators keep per-phrase scratch state, so each
+/// thread has its copy; the VAE is read-only and shared).
+pub struct Worker {
+    pub neural: Box<dyn Generator>,
+    pub markov: Box<dyn Generator>,
+    pub vae: Option<Arc<VaeModel>>,
+}
+
+impl Worker {
+    pub fn generator(&mut self, kind: GeneratorKind) -> &mut dyn Generator {
+        match kind {
+            GeneratorKind::Neural => self.neural.as_mut(),
+            GeneratorKind::Markov => self.markov.as_mut(),
+        }
+    }
+}
+
+/// What the server loaded.
+pub struct Models {
+    pub infos: Vec<ModelInfo>,
+    neural: ModelChoice,
+    vae: Option<Arc<VaeModel>>,
+}
+
+impl Models {
+    /// Loads (and checks) the models of `dir`; a folder that is there but broken is an
+    /// error, a missing one falls back as the module docs say.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let card = Some(dir.join("README.md"))
+            .filter(|p| p.is_file())
+            .map(|p| p.display().to_string());
+        let neural_dir = dir.join("neural");
+        let (neural, config, source) = if neural_dir.join(CONFIG_FILE).is_file() {
+            let config = std::fs::read(neural_dir.join(CONFIG_FILE))
+                .with_context(|| format!("cannot read {}", neural_dir.display()))?;
+            let source = neural_dir.display().to_string();
+            (ModelChoice::Path(neural_dir), config, source)
+        } else {
+            let config = EMBEDDED_NEURAL_CONFIG.to_vec();
+            (ModelChoice::Default, config, "built-in".to_string())
+        };
+        let file: ModelFile = serde_json::from_slice(&config)
+            .context("the neural model's config.json is not a model config")?;
+        let mut infos = vec![
+            ModelInfo {
+                name: "neural".into(),
+                format: file.format,
+                version: file.weights_fnv1a,
+                source,
+                card: card.clone(),
+            },
+            ModelInfo {
+                name: "markov".into(),
+                format: "melodist-markov".into(),
+                version: format!("{:016x}", crate::music::fnv1a(EMBEDDED_MARKOV)),
+                source: "built-in".into(),
+                card: card.clone(),
+            },
+        ];
+        let vae_dir = dir.join("vae");
+        let vae = if vae_dir.join(WEIGHTS_FILE).is_file() {
+            let model = VaeModel::load_dir(&vae_dir)?;
+            let file: VaeFile = serde_json::from_slice(&std::fs::read(vae_dir.join(CONFIG_FILE))?)
+                .context("the VAE's config.json is not a VAE config")?;
+            infos.push(ModelInfo {
+                name: "vae".into(),
+                format: file.format,
+                version: file.weights_fnv1a,
+                source: vae_dir.display().to_string(),
+                card,
+            });
+            Some(Arc::new(model))
+        } else {
+            None
+        };
+        Ok(Self { infos, neural, vae })
+    }
+
+    /// Builds a decode thread's models.
+    pub fn factory(&self) -> WorkerFactory {
+        let (neural, vae) = (self.neural.clone(), self.vae.clone());
+        Arc::new(move || {
+            Ok(Worker {
+                neural: loader::load_strict(&neural)?,
+                markov: loader::load_strict(&ModelChoice::Markov)?,
+                vae: vae.clone(),
+            })
+        })
+    }
+
+    /// The generator a request names (`neural` when it names none), checked against the
+    /// version it pins, if any.
+    pub fn generator(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<GeneratorKind, ApiError> {
+        let name = name.unwrap_or("neural");
+        let kind = match name {
+            "neural" => GeneratorKind::Neural,
+            "markov" => GeneratorKind::Markov,
+            other => {
+                return Err(ApiError::not_found(format!(
+                    "unknown model {other:?}: this server generates with \"neural\" or \"markov\" (see GET /v1/models)"
+                )));
+            }
+        };
+        self.check_version(name, version)?;
+        Ok(kind)
+    }
+
+    /// The VAE, checked against a pinned version; 503 when the server has none.
+    pub fn vae(&self, version: Option<&str>) -> Result<(), ApiError> {
+        if self.vae.is_none() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "this server has no VAE loaded (start it with --models pointing at a folder with vae/)",
+            ));
+        }
+        self.check_version("vae", version)
+    }
+
+    fn check_version(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+        let Some(wanted) = version else {
+            return Ok(());
+        };
+        let info = self.infos.iter().find(|i| i.name == name);
+        match info {
+            Some(i) if i.version == wanted => Ok(()),
+            Some(i) => Err(ApiError::not_found(format!(
+                "model {name:?} version {wanted:?} is not served here; this server has version {:?}",
+                i.version
+            ))),
+            None => Err(ApiError::not_found(format!(
+                "model {name:?} is not served here"
+            ))),
+        }
+    }
+
+    /// The folder the server was asked to load from, for messages.
+    pub fn default_dir() -> PathBuf {
+        PathBuf::from("models")
+    }
+}

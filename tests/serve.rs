@@ -1,0 +1,621 @@
+//! `melodist serve` end to end: a server on 127.0.0.1 with an ephemeral port, called over
+//! real HTTP (hyper's client). Endpoint contracts, bad input, back-pressure, and that one
+//! user can never read, rank from or delete another's history.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use melodist::cli::generate::generate_notes;
+use melodist::generator::GenSettings;
+use melodist::generator::loader::ModelChoice;
+use melodist::midi::MelodyNote;
+use melodist::model::tokenizer::Style;
+use melodist::music::{Key, Meter, PitchClass, Scale};
+use melodist::serve::auth::TokenStore;
+use melodist::serve::{RunningServer, ServeConfig, start};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A server on a free loopback port with its own database; one decode thread.
+async fn server(dir: &Path, edit: impl FnOnce(&mut ServeConfig)) -> RunningServer {
+    let mut config = ServeConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        db: dir.join("server.db"),
+        models: "models".into(),
+        threads: 1,
+        queue: 8,
+        ..ServeConfig::default()
+    };
+    edit(&mut config);
+    start(config).await.expect("server starts")
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The sentence of an error reply (and that it is one, with the status inside).
+    fn error(&self) -> String {
+        let v = self.json();
+        assert_eq!(v["error"]["status"], self.status.as_u16(), "{v}");
+        v["error"]["message"]
+            .as_str()
+            .expect("a message")
+            .to_string()
+    }
+}
+
+/// One HTTP call with an optional token, body bytes and extra headers.
+async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let res = client.request(req).await.expect("the server answers");
+    let (parts, body) = res.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: Value) -> Reply {
+    call(
+        addr,
+        Method::POST,
+        path,
+        token,
+        Some(body.to_string().into_bytes()),
+        &[],
+    )
+    .await
+}
+
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    call(addr, Method::GET, path, token, None, &[]).await
+}
+
+fn notes_of(v: &Value) -> Vec<MelodyNote> {
+    v.as_array()
+        .expect("notes")
+        .iter()
+        .map(|n| MelodyNote {
+            start: n["start"].as_f64().unwrap(),
+            duration: n["duration"].as_f64().unwrap(),
+            pitch: n["pitch"].as_u64().unwrap() as u8,
+            velocity: n["velocity"].as_u64().unwrap() as u8,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_gives_the_clis_notes_and_midi_file_for_the_same_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let request = json!({
+        "bars": 8, "seed": 4242, "key": "D", "scale": "dorian", "meter": "6/8",
+        "tempo": 100, "density": 0.7, "variation": 0.4, "low": 55, "high": 79,
+        "gate": 0.8, "velocity": 90, "humanize": 0.3, "style": "jig", "form": 8
+    });
+    let reply = post(s.addr, "/v1/generate", None, request.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let body = reply.json();
+    let settings = GenSettings {
+        key: Key::new(
+            PitchClass::parse("D").unwrap(),
+            Scale::parse("dorian").unwrap(),
+        ),
+        low: 55,
+        high: 79,
+        density: 0.7,
+        variation: 0.4,
+        gate: 0.8,
+        velocity: 90,
+        humanize: 0.3,
+        seed: 4242,
+        style: Style::Jig,
+        form: 8,
+        ..GenSettings::default()
+    };
+    let (want, _, _) = generate_notes(&ModelChoice::Default, settings, Meter::new(6, 8), 8);
+    assert!(!want.is_empty());
+    assert_eq!(notes_of(&body["notes"]), want);
+    assert_eq!(body["meter"], "6/8");
+
+    // With Accept: audio/midi, the very bytes `melodist generate` writes.
+    let midi = call(
+        s.addr,
+        Method::POST,
+        "/v1/generate",
+        None,
+        Some(request.to_string().into_bytes()),
+        &[("accept", "audio/midi")],
+    )
+    .await;
+    assert_eq!(midi.status, StatusCode::OK);
+    assert_eq!(midi.headers["content-type"], "audio/midi");
+    let out = dir.path().join("cli.mid");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_melodist"))
+        .args([
+            "generate",
+            "--bars",
+            "8",
+            "--seed",
+            "4242",
+            "--key",
+            "D",
+            "--scale",
+            "dorian",
+            "--meter",
+            "6/8",
+            "--tempo",
+            "100",
+            "--density",
+            "0.7",
+            "--variation",
+            "0.4",
+            "--low",
+            "55",
+            "--high",
+            "79",
+            "--gate",
+            "0.8",
+            "--velocity",
+            "90",
+            "--humanize",
+            "0.3",
+            "--style",
+            "jig",
+            "--form",
+            "8",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(midi.body.as_ref(), std::fs::read(&out).unwrap().as_slice());
+}
+
+/// Loop mode with the plugin's Morph and Vary: the server plays what the plugin and
+/// `melodist generate --loop-bars 4 --morph 0.5 --vary 1` play.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_morph_and_vary_give_the_clis_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let request = json!({"bars": 8, "seed": 31, "loop_bars": 4, "morph": 0.5, "vary": 1});
+    let reply = post(s.addr, "/v1/generate", None, request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let settings = GenSettings {
+        seed: 31,
+        loop_bars: 4,
+        morph: 0.5,
+        vary_step: 1,
+        ..GenSettings::default()
+    };
+    let (want, _, _) = generate_notes(&ModelChoice::Default, settings, Meter::new(4, 4), 8);
+    let plain = GenSettings {
+        morph: 0.0,
+        vary_step: 0,
+        ..settings
+    };
+    let (unmorphed, _, _) = generate_notes(&ModelChoice::Default, plain, Meter::new(4, 4), 8);
+    assert_ne!(want, unmorphed, "Morph and Vary change the loop");
+    assert_eq!(notes_of(&reply.json()["notes"]), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_are_listed_and_a_pinned_version_must_be_the_served_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    assert_eq!(get(s.addr, "/healthz", None).await.json()["status"], "ok");
+    let models = get(s.addr, "/v1/models", None).await.json();
+    let list = models["models"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["neural", "markov", "vae"]);
+    let config: Value =
+        serde_json::from_slice(&std::fs::read("models/neural/config.json").unwrap()).unwrap();
+    assert_eq!(list[0]["version"], config["weights_fnv1a"]);
+    assert_eq!(list[0]["format"], config["format"]);
+
+    let version = list[1]["version"].as_str().unwrap();
+    let ok = post(
+        s.addr,
+        "/v1/generate",
+        None,
+        json!({"model": "markov", "version": version, "bars": 2}),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.json()["model"], "markov");
+    let stale = post(
+        s.addr,
+        "/v1/generate",
+        None,
+        json!({"version": "0000000000000000"}),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::NOT_FOUND);
+    assert!(
+        stale
+            .error()
+            .contains("version \"0000000000000000\" is not served here")
+    );
+    let unknown = post(s.addr, "/v1/generate", None, json!({"model": "gpt"})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.error().starts_with("unknown model \"gpt\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_lists_every_v1_endpoint_and_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let doc = get(s.addr, "/v1/openapi.json", None).await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/models",
+        "/v1/generate",
+        "/v1/vary",
+        "/v1/morph",
+        "/v1/sessions",
+        "/v1/recommend",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    // Derived from the request type: a new field shows up without editing the document.
+    for field in ["density", "seed", "loop_bars", "chords"] {
+        assert!(
+            schemas["GenerateRequest"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    assert!(schemas["ErrorBody"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bad_input_gets_a_status_and_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |c| c.body_limit = 4096).await;
+    let raw = |body: &str| Some(body.as_bytes().to_vec());
+    // Not JSON.
+    let r = call(
+        s.addr,
+        Method::POST,
+        "/v1/generate",
+        None,
+        raw("{bars: 4"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(!r.error().is_empty());
+    // Too large.
+    let big = format!("{{\"key\": \"{}\"}}", "C".repeat(10_000));
+    let r = call(
+        s.addr,
+        Method::POST,
+        "/v1/generate",
+        None,
+        Some(big.into_bytes()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.error(), "the request body is too large");
+    // Out of range, with the field, range and value.
+    let r = post(s.addr, "/v1/generate", None, json!({"density": 5})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.error(), "density must be between 0 and 1, not 5");
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 100000})).await;
+    assert_eq!(r.error(), "bars must be between 1 and 256, not 100000");
+    // A misspelt field is refused, not ignored.
+    let r = post(s.addr, "/v1/generate", None, json!({"densty": 0.5})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.error().contains("unknown field `densty`"));
+    // Not declared as JSON.
+    let r = call(s.addr, Method::POST, "/v1/generate", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(!r.error().is_empty());
+    // Bad chords, bad notes for the VAE, unknown path.
+    let r = post(s.addr, "/v1/generate", None, json!({"chords": "Am Xq9"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.error().starts_with("bad chords"));
+    let r = post(
+        s.addr,
+        "/v1/vary",
+        None,
+        json!({"notes": [{"start": 0, "duration": 1, "pitch": 200}]}),
+    )
+    .await;
+    assert_eq!(
+        r.error(),
+        "notes[0].pitch must be between 0 and 127, not 200"
+    );
+    let r = get(s.addr, "/v2/nothing", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.error().is_empty());
+    // The server is still fine.
+    assert_eq!(
+        post(s.addr, "/v1/generate", None, json!({"bars": 1}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_decode_queue_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |c| c.queue = 1).await;
+    let pool = &s.state.pool;
+    // Occupy the one decode thread until released...
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = pool
+        .submit(move |_| {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        })
+        .unwrap();
+    started_rx.recv().unwrap();
+    // ...and fill the queue's one place.
+    let queued = pool.submit(|_| ()).unwrap();
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 1})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.error().contains("busy"));
+    let metrics = String::from_utf8(get(s.addr, "/metrics", None).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("melodist_decode_queue_depth 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"melodist_requests_total{endpoint="/v1/generate",status="429"} 1"#));
+    // Released, the queue drains and requests are served again.
+    release_tx.send(()).unwrap();
+    blocker.await.unwrap();
+    queued.await.unwrap();
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 1})).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_answered_in_time_is_a_408_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |c| {
+        c.request_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = s
+        .state
+        .pool
+        .submit(move |_| release_rx.recv().unwrap())
+        .unwrap();
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 1})).await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert!(r.error().contains("not answered within 0.3 s"));
+    release_tx.send(()).unwrap();
+    blocker.await.unwrap();
+    assert_eq!(
+        post(s.addr, "/v1/generate", None, json!({"bars": 1}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_decode_is_a_500_and_the_pool_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let err = s
+        .state
+        .pool
+        .run(|_| -> Result<(), _> { panic!("a decode bug") })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(err.message.contains("other requests are not affected"));
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 2})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.json()["notes"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_and_morph_return_notes_in_beat_time_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let hook: Vec<Value> = [60, 62, 64, 65, 67, 65, 64, 62]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"start": i as f64 * 0.5, "duration": 0.5, "pitch": p}))
+        .collect();
+    let other: Vec<Value> = [67, 67, 69, 71, 72, 71, 69, 67]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"start": i as f64, "duration": 1.0, "pitch": p}))
+        .collect();
+    let vary =
+        json!({"notes": hook, "count": 3, "distance": 0.5, "options": {"key": "C", "seed": 7}});
+    let a = post(s.addr, "/v1/vary", None, vary.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let a = a.json();
+    assert_eq!(a["phrases"].as_array().unwrap().len(), 3);
+    assert_eq!(a, post(s.addr, "/v1/vary", None, vary).await.json());
+    for phrase in a["phrases"].as_array().unwrap() {
+        assert!(
+            notes_of(phrase)
+                .iter()
+                .all(|n| (48..=96).contains(&n.pitch) && n.start >= 0.0)
+        );
+    }
+    let morph = json!({"a": hook, "b": other, "steps": 4, "options": {"key": "C"}});
+    let m = post(s.addr, "/v1/morph", None, morph).await;
+    assert_eq!(m.status, StatusCode::OK, "{:?}", m.body);
+    assert_eq!(m.json()["phrases"].as_array().unwrap().len(), 4);
+    let r = post(
+        s.addr,
+        "/v1/morph",
+        None,
+        json!({"a": hook, "b": [], "options": {"key": "C"}}),
+    )
+    .await;
+    assert_eq!(r.error(), "b has no notes");
+}
+
+// ---- history isolation: one test per endpoint -------------------------------------------
+
+/// A server that needs tokens even on loopback, with users "a" and "b".
+async fn two_users(dir: &Path) -> (RunningServer, String, String) {
+    let tokens = TokenStore::open(&dir.join("server.db")).unwrap();
+    let (a, b) = (tokens.add("a").unwrap(), tokens.add("b").unwrap());
+    let s = server(dir, |c| c.require_token = true).await;
+    (s, a, b)
+}
+
+fn session(preset: &str) -> Value {
+    json!({
+        "started_at_ms": 1_700_000_000_000i64, "ended_at_ms": 1_700_000_600_000i64,
+        "tempo": 120.0, "meter": "4/4",
+        "events": [
+            {"t_ms": 1000, "kind": "liked", "preset": preset},
+            {"t_ms": 2000, "kind": "kept", "preset": preset},
+            {"t_ms": 3000, "kind": "preset_used", "preset": preset, "seconds": 300.0}
+        ]
+    })
+}
+
+async fn sessions_of(addr: SocketAddr, token: &str) -> Vec<Value> {
+    let r = get(addr, "/v1/sessions", Some(token)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.json()["sessions"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_session_is_filed_under_the_caller_whatever_the_body_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = two_users(dir.path()).await;
+    let mut body = session("reel-drive");
+    body["producer"] = json!("b");
+    let r = post(s.addr, "/v1/sessions", Some(&a), body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(sessions_of(s.addr, &a).await[0]["producer"], "a");
+    assert!(sessions_of(s.addr, &b).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_can_never_list_or_export_another_users_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = two_users(dir.path()).await;
+    post(s.addr, "/v1/sessions", Some(&b), session("slow-air")).await;
+    post(s.addr, "/v1/sessions", Some(&a), session("reel-drive")).await;
+    let mine = sessions_of(s.addr, &a).await;
+    assert_eq!(mine.len(), 1);
+    assert!(!mine[0].to_string().contains("slow-air"));
+    let export = get(s.addr, "/v1/sessions?format=jsonl", Some(&a)).await;
+    assert_eq!(export.status, StatusCode::OK);
+    let text = String::from_utf8(export.body.to_vec()).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("reel-drive") && !text.contains("slow-air"));
+    // No token, or a wrong one: nothing at all.
+    assert_eq!(
+        get(s.addr, "/v1/sessions", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged = get(s.addr, "/v1/sessions", Some("mld_0000")).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert!(!forged.error().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_can_never_delete_another_users_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = two_users(dir.path()).await;
+    post(s.addr, "/v1/sessions", Some(&b), session("slow-air")).await;
+    post(s.addr, "/v1/sessions", Some(&b), session("slow-air")).await;
+    post(s.addr, "/v1/sessions", Some(&a), session("reel-drive")).await;
+    let r = call(s.addr, Method::DELETE, "/v1/sessions", Some(&a), None, &[]).await;
+    assert_eq!(r.json()["deleted"], 1);
+    assert!(sessions_of(s.addr, &a).await.is_empty());
+    assert_eq!(sessions_of(s.addr, &b).await.len(), 2);
+    let r = call(s.addr, Method::DELETE, "/v1/sessions", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(sessions_of(s.addr, &b).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_can_never_rank_from_another_users_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = two_users(dir.path()).await;
+    let context = json!({"tempo": 120, "meter": "4/4", "count": 50});
+    let before = post(s.addr, "/v1/recommend", Some(&a), context.clone())
+        .await
+        .json();
+    for _ in 0..6 {
+        post(s.addr, "/v1/sessions", Some(&b), session("slow-air")).await;
+    }
+    // B's history moves B's ranking...
+    let of_b = post(s.addr, "/v1/recommend", Some(&b), context.clone())
+        .await
+        .json();
+    assert_eq!(of_b["sessions"], 6);
+    assert_eq!(of_b["presets"][0]["preset_id"], "slow-air", "{of_b}");
+    // ...and leaves A's exactly as it was.
+    let after = post(s.addr, "/v1/recommend", Some(&a), context)
+        .await
+        .json();
+    assert_eq!(after["sessions"], 0);
+    assert_eq!(after, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_a_server_is_for_this_machine_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loopback, no tokens: anonymous calls are the local user.
+    let s = server(dir.path(), |_| {}).await;
+    assert_eq!(get(s.addr, "/v1/me", None).await.json()["user"], "local");
+    s.stop().await.unwrap();
+    // Any other address needs tokens, so the server does not start without any.
+    let config = ServeConfig {
+        bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+        db: dir.path().join("server.db"),
+        threads: 1,
+        ..ServeConfig::default()
+    };
+    let err = start(config).await.err().expect("refused");
+    assert!(format!("{err:#}").contains("needs API tokens"), "{err:#}");
+}
