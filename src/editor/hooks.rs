@@ -4,13 +4,11 @@
 use super::EditorState;
 use super::controls::{self, Trigger, slider};
 use crate::engine::EngineView;
+use crate::engine::worker::CHORD_WINDOW;
 use crate::generator::hooks::{Hook, Slot};
 use crate::midi::MelodyNote;
 use anyhow::{Result, bail};
 use egui::Ui;
-
-/// Notes struck closer together than this (in beats) are one chord: its top note is kept.
-const CHORD_WINDOW: f64 = 0.06;
 
 /// The hook a capture puts in a slot: the last `bars` bars the producer played (their top
 /// line), or, when they played fewer than two notes, the melody Melodist played.
@@ -27,7 +25,8 @@ pub fn capture_hook(view: &EngineView, bars: u32) -> Result<Hook> {
     ))
 }
 
-/// One note at a time: the highest of each chord, each note cut where the next starts.
+/// One note at a time: the highest of each chord (notes struck within the worker's
+/// `CHORD_WINDOW`, as it reads the producer's line), each note cut where the next starts.
 fn top_line(mut notes: Vec<MelodyNote>) -> Vec<MelodyNote> {
     notes.sort_by(|a, b| a.start.total_cmp(&b.start));
     let mut line: Vec<MelodyNote> = Vec::with_capacity(notes.len());

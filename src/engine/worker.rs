@@ -283,7 +283,7 @@ fn effective_settings(
 }
 
 /// Notes struck closer together than this (in beats) count as one chord.
-const CHORD_WINDOW: f64 = 0.06;
+pub const CHORD_WINDOW: f64 = 0.06;
 
 /// The producer's recent notes as generator context (inter-onset durations). What they
 /// play may be polyphonic: each chord (notes struck within `CHORD_WINDOW`) is reduced to

@@ -387,11 +387,12 @@ impl Weight for u16 {
 }
 
 /// Row `i` of a row-major table with rows of `n`.
-fn row(table: &[f32], i: usize, n: usize) -> &[f32] {
+pub(super) fn row(table: &[f32], i: usize, n: usize) -> &[f32] {
     &table[i * n..(i + 1) * n]
 }
 
-fn add(acc: &mut [f32], x: &[f32]) {
+/// `acc += x`, element by element.
+pub(super) fn add(acc: &mut [f32], x: &[f32]) {
     for (a, x) in acc.iter_mut().zip(x) {
         *a += x;
     }

@@ -9,7 +9,7 @@
 //! a product runs over contiguous outputs with `lstm_fast`'s AVX2/FMA kernel. candle stays
 //! for training; tests check this path against [`Vae::encode`] and [`Vae::step`] to 1e-4.
 
-use super::lstm_fast::matvec;
+use super::lstm_fast::{add, matvec, row};
 use super::tokenizer::NoteSeq;
 use super::vae::{Gru, Vae, VaeConfig};
 use candle_core::{Result, Tensor};
@@ -234,16 +234,6 @@ impl Dense {
 /// A tensor's values in row-major order.
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1()
-}
-
-fn row(table: &[f32], i: usize, n: usize) -> &[f32] {
-    &table[i * n..(i + 1) * n]
-}
-
-fn add(acc: &mut [f32], x: &[f32]) {
-    for (a, x) in acc.iter_mut().zip(x) {
-        *a += x;
-    }
 }
 
 #[cfg(test)]
