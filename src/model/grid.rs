@@ -14,19 +14,15 @@ pub const TPQ: u32 = 12;
 /// Duration vocabulary, in ticks.
 pub const DURATIONS: [u32; 11] = [2, 3, 4, 6, 8, 9, 12, 18, 24, 36, 48];
 
-/// The nearest duration token (index into [`DURATIONS`]) on a log scale.
+/// The nearest duration token (index into [`DURATIONS`]) on a log scale: past the geometric
+/// mean of two neighbours, the longer one. Integer arithmetic (no `ln` per note on the
+/// decode path); no tick count sits exactly on a boundary, since no product of two
+/// neighbours is a square.
 pub fn duration_token(ticks: u32) -> u8 {
-    let l = (ticks.max(1) as f32).ln();
-    DURATIONS
-        .iter()
-        .enumerate()
-        .min_by(|a, b| {
-            ((*a.1 as f32).ln() - l)
-                .abs()
-                .total_cmp(&((*b.1 as f32).ln() - l).abs())
-        })
-        .map(|(i, _)| i as u8)
-        .unwrap_or(6)
+    let t = u64::from(ticks.max(1));
+    (DURATIONS.windows(2))
+        .take_while(|w| t * t > u64::from(w[0] * w[1]))
+        .count() as u8
 }
 
 /// Duration-weighted pitch-class histogram of a melody.
@@ -89,4 +85,21 @@ pub fn events_of(m: &Melody) -> Vec<GridEvent> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_token_is_the_nearest_duration_on_a_log_scale() {
+        for ticks in 0..2000u32 {
+            let l = (ticks.max(1) as f64).ln();
+            let distance = |d: u32| ((d as f64).ln() - l).abs();
+            let want = (0..DURATIONS.len())
+                .min_by(|&a, &b| distance(DURATIONS[a]).total_cmp(&distance(DURATIONS[b])))
+                .unwrap();
+            assert_eq!(duration_token(ticks) as usize, want, "{ticks} ticks");
+        }
+    }
 }
