@@ -16,9 +16,10 @@ use crate::model::copyguard::CopyGuard;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::grid::duration_token;
 use crate::model::grid::{TPQ, bar_ticks};
+use crate::model::morph::MorphPath;
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
-use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, morph, prior_sample};
+use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, prior_sample};
 use crate::music::SeedRng;
 use crate::music::chord::{Progression, transpose_mask};
 use crate::music::{Key, Meter, PitchClass, Scale};
@@ -110,26 +111,20 @@ fn from_source(
         scale_lock,
         ..DecodeRules::default()
     };
-    let code = match source {
-        Source::VaePrior => {
-            let segments = vae.encode(&played, context)?.codes.len();
-            let mut rng = SeedRng::derive(&[settings.seed, 0xfa, k as u64]);
-            let codes = (0..segments)
-                .map(|_| prior_sample(vae.fast.config.latent, &mut rng))
-                .collect();
-            Encoded { codes, context }
-        }
-        _ => {
-            let t = (1 + k % 7) as f32 / 8.0;
-            morph(
-                &vae.encode(&played, context)?,
-                &vae.encode(&other(), context)?,
-                t,
-            )
-        }
-    };
-    // As the plugin decodes hooks: never 13 notes of a training tune.
-    vae.decode_original(&code, &rules, settings.seed, guard)
+    if source == Source::VaePrior {
+        let segments = vae.encode(&played, context)?.codes.len();
+        let mut rng = SeedRng::derive(&[settings.seed, 0xfa, k as u64]);
+        let codes = (0..segments)
+            .map(|_| prior_sample(vae.fast.config.latent, &mut rng))
+            .collect();
+        // As the plugin decodes hooks: never 13 notes of a training tune.
+        return vae.decode_original(&Encoded { codes, context }, &rules, settings.seed, guard);
+    }
+    // Point 1..=7 of an 8-step morph path, as the plugin's Morph plays it.
+    let other = other();
+    let (a, b) = (vae.encode(&played, context)?, vae.encode(&other, context)?);
+    let mut path = MorphPath::new(vae, a, b, played, other, 8, settings.seed);
+    Ok(path.point(1 + k % 7, vae, &rules, guard)?.to_vec())
 }
 
 /// Progressions `--with-chords` uses, written in C major / A minor, one chord per bar.

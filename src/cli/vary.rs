@@ -4,8 +4,9 @@
 use super::{ranged, unit_interval, widen};
 use crate::limits;
 use crate::midi::{MelodyNote, read_melody, write_melody};
+use crate::model::morph::{monotonicity, morph_phrases};
 use crate::model::tokenizer::{Style, melody_key};
-use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, morph, vary};
+use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, vary};
 use crate::music::{Key, PitchClass, Scale};
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
@@ -201,15 +202,10 @@ pub fn run_morph(args: MorphArgs) -> Result<()> {
     let b = d.read_hook(&setup, &args.b)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut phrases = Vec::new();
-    for i in 0..args.steps {
-        let t = i as f32 / (args.steps - 1) as f32;
-        let notes = setup
-            .model
-            .decode(&morph(&a, &b, t), &setup.rules, d.seed)?;
+    let phrases = morph_phrases(&setup.model, &a, &b, args.steps, &setup.rules, d.seed)?;
+    for (i, notes) in phrases.iter().enumerate() {
         let path = args.out.join(format!("morph_{:02}.mid", i + 1));
-        d.write(&path, &notes, a.context)?;
-        phrases.push(notes);
+        d.write(&path, notes, a.context)?;
     }
     println!(
         "wrote {} phrases from {} to {} to {}",
@@ -221,122 +217,14 @@ pub fn run_morph(args: MorphArgs) -> Result<()> {
     if args.measure {
         let m = monotonicity(&phrases);
         println!(
-            "edit distance to A by step: {:?}\nedit distance to B by step: {:?}\nsteps that move away from A and towards B (or stay): {}/{} ({:.0}%)",
+            "edit distance to A by step: {:?}\nedit distance to B by step: {:?}\nsteps that move away from A and towards B (or stay): {}/{} ({:.0}%), of them held (same notes): {}",
             m.to_a,
             m.to_b,
             m.monotone_steps,
             m.steps,
-            100.0 * m.share()
+            100.0 * m.share(),
+            m.held_steps
         );
     }
     Ok(())
-}
-
-/// How a morph's phrases move between its two ends.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Monotonicity {
-    /// Note edit distance of each phrase to the first (A) and to the last (B).
-    pub to_a: Vec<usize>,
-    pub to_b: Vec<usize>,
-    /// Consecutive pairs where the distance to A does not fall and to B does not rise.
-    pub monotone_steps: usize,
-    pub steps: usize,
-}
-
-impl Monotonicity {
-    pub fn share(&self) -> f64 {
-        self.monotone_steps as f64 / self.steps.max(1) as f64
-    }
-}
-
-/// Measures a morph's phrases (the decoded A first, the decoded B last).
-pub fn monotonicity(phrases: &[Vec<MelodyNote>]) -> Monotonicity {
-    let (first, last) = (&phrases[0], &phrases[phrases.len() - 1]);
-    let to_a: Vec<usize> = phrases
-        .iter()
-        .map(|p| note_edit_distance(p, first))
-        .collect();
-    let to_b: Vec<usize> = phrases
-        .iter()
-        .map(|p| note_edit_distance(p, last))
-        .collect();
-    let monotone_steps = (1..phrases.len())
-        .filter(|&i| to_a[i] >= to_a[i - 1] && to_b[i] <= to_b[i - 1])
-        .count();
-    Monotonicity {
-        to_a,
-        to_b,
-        monotone_steps,
-        steps: phrases.len().saturating_sub(1),
-    }
-}
-
-/// Levenshtein distance between two melodies as sequences of notes (onset on the grid and
-/// pitch must both match for two notes to be the same).
-pub fn note_edit_distance(a: &[MelodyNote], b: &[MelodyNote]) -> usize {
-    let key = |n: &MelodyNote| ((n.start * 12.0).round() as i64, n.pitch);
-    let (a, b): (Vec<_>, Vec<_>) = (a.iter().map(key).collect(), b.iter().map(key).collect());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, x) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, y) in b.iter().enumerate() {
-            let next = (diagonal + (x != y) as usize)
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(notes: &[(f64, u8)]) -> Vec<MelodyNote> {
-        (notes.iter())
-            .map(|&(start, pitch)| MelodyNote {
-                start,
-                duration: 0.5,
-                pitch,
-                velocity: 80,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn note_edit_distance_counts_changed_inserted_and_removed_notes() {
-        let a = line(&[(0.0, 60), (0.5, 62), (1.0, 64)]);
-        assert_eq!(note_edit_distance(&a, &a), 0);
-        assert_eq!(
-            note_edit_distance(&a, &line(&[(0.0, 60), (0.5, 63), (1.0, 64)])),
-            1
-        );
-        assert_eq!(note_edit_distance(&a, &line(&[(0.0, 60), (1.0, 64)])), 1);
-        // The same pitch a sixteenth later is another note.
-        assert_eq!(
-            note_edit_distance(&a, &line(&[(0.0, 60), (0.75, 62), (1.0, 64)])),
-            1
-        );
-        assert_eq!(note_edit_distance(&a, &[]), 3);
-    }
-
-    #[test]
-    fn monotonicity_counts_steps_that_leave_a_and_approach_b() {
-        let a = line(&[(0.0, 60), (0.5, 62), (1.0, 64)]);
-        let mid = line(&[(0.0, 60), (0.5, 65), (1.0, 64)]);
-        let b = line(&[(0.0, 67), (0.5, 65), (1.0, 64)]);
-        let m = monotonicity(&[a.clone(), mid.clone(), b.clone()]);
-        assert_eq!(
-            (m.to_a.clone(), m.to_b.clone()),
-            (vec![0, 1, 2], vec![2, 1, 0])
-        );
-        assert_eq!((m.monotone_steps, m.steps), (2, 2));
-        // Going back to A halfway breaks one step.
-        let m = monotonicity(&[a.clone(), mid, a.clone(), b]);
-        assert_eq!((m.monotone_steps, m.steps), (2, 3));
-        assert!((m.share() - 2.0 / 3.0).abs() < 1e-9);
-    }
 }

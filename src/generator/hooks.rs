@@ -21,7 +21,8 @@ use super::looping::vary_pitches;
 use super::{GenSettings, Generator, Phrase, perform};
 use crate::midi::MelodyNote;
 use crate::model::copyguard::CopyGuard;
-use crate::model::variation::{DecodeRules, PhraseContext, VaeModel, morph, vary};
+use crate::model::morph::MorphPath;
+use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, vary};
 use crate::music::{BeatNote, Meter, Scale, SeedRng};
 use nice_plug::params::persist::PersistentField;
 use serde::{Deserialize, Serialize};
@@ -243,7 +244,12 @@ impl Variations {
                 Some(hook) => hook.fit(meter, length),
                 None => seed_hook(generator, settings, meter, length),
             };
-            self.ends = Some(Ends { key, a, b: None });
+            self.ends = Some(Ends {
+                key,
+                a,
+                b: None,
+                path: None,
+            });
         }
         let ends = self.ends.as_mut().expect("just set");
         let t = morph_position(settings.morph);
@@ -265,8 +271,16 @@ impl Variations {
             return b.clone();
         }
         match &self.vae {
-            Ok(vae) => latent_hook(vae, &self.guard, settings, meter, &ends.a, b)
-                .unwrap_or_else(|_| note_hook(settings, &ends.a, b)),
+            Ok(vae) => latent_hook(
+                vae,
+                &self.guard,
+                settings,
+                meter,
+                &ends.a,
+                b,
+                &mut ends.path,
+            )
+            .unwrap_or_else(|_| note_hook(settings, &ends.a, b)),
             Err(_) => note_hook(settings, &ends.a, b),
         }
     }
@@ -285,6 +299,8 @@ struct Ends {
     key: EndsKey,
     a: Phrase,
     b: Option<Phrase>,
+    /// The morph path from A (after that many Vary presses) to B, decoded as Morph moves.
+    path: Option<(u16, MorphPath)>,
 }
 
 /// The loop's first `length` bars as Generate mode writes them for `settings.seed`.
@@ -319,7 +335,8 @@ fn step_seed(settings: &GenSettings, step: u64) -> u64 {
     SeedRng::derive(&[settings.seed, 0x7a41, step]).next_u64()
 }
 
-/// Vary and Morph in the VAE's latent space, decoded under the key and register.
+/// Vary and Morph in the VAE's latent space, decoded under the key and register. Morph
+/// positions are points of one [`MorphPath`], so turning the knob towards B never steps back.
 fn latent_hook(
     vae: &VaeModel,
     guard: &CopyGuard,
@@ -327,6 +344,7 @@ fn latent_hook(
     meter: Meter,
     a: &Phrase,
     b: &Phrase,
+    path: &mut Option<(u16, MorphPath)>,
 ) -> anyhow::Result<Phrase> {
     let context = PhraseContext {
         meter,
@@ -344,10 +362,6 @@ fn latent_hook(
     for step in 1..=settings.vary_step as u64 {
         code = vary(&code, vary_distance(&settings), step_seed(&settings, step));
     }
-    let t = morph_position(settings.morph);
-    if t > 0.0 {
-        code = morph(&code, &vae.encode(&to_notes(b), context)?, t);
-    }
     let (low, high) = settings.register();
     let rules = DecodeRules {
         low,
@@ -356,10 +370,47 @@ fn latent_hook(
         temperature: 0.15 + 0.3 * settings.variation.clamp(0.0, 1.0),
         ..DecodeRules::default()
     };
-    let mut rng = SeedRng::derive(&[settings.seed, settings.vary_step as u64, t.to_bits() as u64]);
-    let notes = vae.decode_original(&code, &rules, rng.next_u64(), guard)?;
+    let rng_at =
+        |t: f32| SeedRng::derive(&[settings.seed, settings.vary_step as u64, t.to_bits() as u64]);
+    // What plays at Morph 0: A itself, or its latest variation.
+    let varied = |code: &Encoded| match settings.vary_step {
+        0 => Ok(to_notes(a)),
+        _ => vae.decode_original(code, &rules, rng_at(0.0).next_u64(), guard),
+    };
+    let t = morph_position(settings.morph);
+    let notes = if t == 0.0 {
+        varied(&code)?
+    } else {
+        let path = match path {
+            Some((step, path)) if *step == settings.vary_step => path,
+            _ => {
+                let start = varied(&code)?;
+                let b_code = vae.encode(&to_notes(b), context)?;
+                let seed =
+                    SeedRng::derive(&[settings.seed, settings.vary_step as u64, 0x6d]).next_u64();
+                let new = MorphPath::new(
+                    vae,
+                    code,
+                    b_code,
+                    start,
+                    to_notes(b),
+                    MORPH_STEPS as usize,
+                    seed,
+                );
+                &mut path.insert((settings.vary_step, new)).1
+            }
+        };
+        let point = (t * MORPH_STEPS).round() as usize;
+        path.point(point, vae, &rules, guard)?.to_vec()
+    };
     let mut bars = Hook::from_notes(&notes, meter, a.len()).bars;
-    perform::apply(&mut bars, &settings, meter, &mut rng);
+    let mut feel = SeedRng::derive(&[
+        settings.seed,
+        settings.vary_step as u64,
+        t.to_bits() as u64,
+        0x9e,
+    ]);
+    perform::apply(&mut bars, &settings, meter, &mut feel);
     Ok(bars)
 }
 
@@ -393,6 +444,7 @@ fn note_hook(settings: GenSettings, a: &Phrase, b: &Phrase) -> Phrase {
 mod tests {
     use super::*;
     use crate::generator::loader::embedded_markov;
+    use crate::model::morph::monotonicity;
     use crate::music::{Key, PitchClass};
 
     fn settings(morph: f32, vary_step: u16) -> GenSettings {
@@ -461,6 +513,31 @@ mod tests {
         assert_eq!(mid, at(0.5));
         assert!(mid.iter().flatten().count() > 0);
         all_in_rules(&mid, &settings(0.5, 0), meter);
+    }
+
+    #[test]
+    fn turning_morph_towards_b_never_steps_back() {
+        let meter = Meter::new(4, 4);
+        let mut g = embedded_markov();
+        let mut v = shipped();
+        let slots = HookSlots::default();
+        let notes = |bars: Phrase| Hook { meter, bars }.notes();
+        let sweep: Vec<_> = (0..=MORPH_STEPS as usize)
+            .map(|i| {
+                let t = i as f32 / MORPH_STEPS;
+                notes(v.loop_hook(g.as_mut(), settings(t, 1), meter, &slots))
+            })
+            .collect();
+        let m = monotonicity(&sweep);
+        assert!(
+            m.monotone(),
+            "distances to A {:?}, to B {:?}",
+            m.to_a,
+            m.to_b
+        );
+        // And it does move: most knob steps change notes.
+        let moves = sweep.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(moves >= 16, "{moves} of 32 steps change notes");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod critic;
 pub mod grid;
 pub mod lstm;
 pub mod lstm_fast;
+pub mod morph;
 pub mod realism;
 pub mod sampler;
 pub mod segment;

@@ -480,7 +480,7 @@ pub fn decoded_match(vae: &FastVae, seg: &TokenSeq, z: &[f32]) -> Result<f64> {
     let steps = NoteSeq::from_tokens(seg);
     let ticks = steps.dur.iter().filter_map(|&d| token_ticks(d)).sum();
     let rules = DecodeRules::exact();
-    let decoded = decode_segment(vae, z, cond, key, ticks, &rules, &mut SeedRng::new(0));
+    let decoded = decode_segment(vae, z, cond, key, ticks, &rules, &[], &mut SeedRng::new(0));
     let events = |s: &TokenSeq| -> Vec<(u32, u32)> {
         let steps = NoteSeq::from_tokens(s);
         let kind = |p: u32| if token_pitch(p).is_some() { p } else { REST };

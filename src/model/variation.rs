@@ -16,12 +16,12 @@
 //! (the plugin then falls back to the LSTM).
 
 use super::copyguard::{CopyGuard, melody_line};
-use super::grid::TPQ;
+use super::grid::{TPQ, duration_token};
 use super::sampler::{PitchRules, duration_bias, pitch_bias, sample};
 use super::segment::{onsets, segment_ticks, segments};
 use super::tokenizer::{
-    BOS, NoteSeq, PAD, REST, Style, TokenSeq, VOCAB, cond_tokens, encode, token_key_pitch,
-    token_ticks,
+    BOS, NoteSeq, PAD, REST, Style, TokenSeq, VOCAB, cond_tokens, dur_token, encode,
+    key_pitch_token, token_key_pitch, token_ticks,
 };
 use super::vae::{Vae, VaeConfig};
 use super::vae_fast::FastVae;
@@ -206,27 +206,98 @@ impl VaeModel {
         rules: &DecodeRules,
         seed: u64,
     ) -> Result<Vec<MelodyNote>> {
-        let ctx = phrase.context;
-        let ticks = self.segment_ticks(ctx.meter);
+        let segment = self.segment_ticks(phrase.context.meter) as f64 / TPQ as f64;
         let mut notes = Vec::new();
         for (k, z) in phrase.codes.iter().enumerate() {
-            let mut rng = SeedRng::derive(&[seed, k as u64]);
-            let cond = cond_tokens(ctx.style, ctx.meter, ctx.key);
-            let tokens = decode_segment(&self.fast, z, cond, ctx.key, ticks, rules, &mut rng);
-            let steps = NoteSeq::from_tokens(&tokens);
-            for ((&p, &d), at) in steps.pitch.iter().zip(&steps.dur).zip(onsets(&steps)) {
-                if let Some(pitch) = token_key_pitch(p, ctx.key) {
-                    let q = |t: u32| t as f64 / TPQ as f64;
-                    notes.push(MelodyNote {
-                        start: q(k as u32 * ticks + at),
-                        duration: q(token_ticks(d).unwrap_or(TPQ)),
-                        pitch,
-                        velocity: 80,
-                    });
-                }
-            }
+            let rng = SeedRng::derive(&[seed, k as u64]);
+            let shift = k as f64 * segment;
+            notes.extend(
+                (self
+                    .decode_one(z, phrase.context, rules, rng, &[])
+                    .into_iter())
+                .map(|n| MelodyNote {
+                    start: n.start + shift,
+                    ..n
+                }),
+            );
         }
         Ok(notes)
+    }
+
+    /// The notes of one segment decoded from `z` (quarter notes from its start), leaning
+    /// towards `leans` (a morph's ends).
+    pub fn decode_one(
+        &self,
+        z: &[f32],
+        ctx: PhraseContext,
+        rules: &DecodeRules,
+        mut rng: SeedRng,
+        leans: &[Lean],
+    ) -> Vec<MelodyNote> {
+        let ticks = self.segment_ticks(ctx.meter);
+        let cond = cond_tokens(ctx.style, ctx.meter, ctx.key);
+        let tokens = decode_segment(&self.fast, z, cond, ctx.key, ticks, rules, leans, &mut rng);
+        let steps = NoteSeq::from_tokens(&tokens);
+        let q = |t: u32| t as f64 / TPQ as f64;
+        (steps.pitch.iter().zip(&steps.dur).zip(onsets(&steps)))
+            .filter_map(|((&p, &d), at)| {
+                Some(MelodyNote {
+                    start: q(at),
+                    duration: q(token_ticks(d).unwrap_or(TPQ)),
+                    pitch: token_key_pitch(p, ctx.key)?,
+                    velocity: 80,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Notes a decode leans towards: at each of their onsets, `weight` is added to the
+/// logit of their pitch (rests included) and of the duration that reaches their next
+/// event, after the temperature (so it means the same at any temperature).
+#[derive(Debug, Clone, Default)]
+pub struct Lean {
+    /// (onset tick, pitch token, ticks to the next event), in order.
+    events: Vec<(u32, u32, u32)>,
+    pub weight: f32,
+}
+
+impl Lean {
+    /// A segment's notes (quarter notes from its start) in `key`, and the weight.
+    pub fn new(notes: &[MelodyNote], key: Key, weight: f32) -> Self {
+        let tick = |q: f64| (q * TPQ as f64).round().max(0.0) as u32;
+        let mut events = Vec::new();
+        let mut pos = 0;
+        for (i, n) in notes.iter().enumerate() {
+            let start = tick(n.start);
+            if start < pos {
+                continue; // overlapping notes: the first one is the line
+            }
+            if start > pos {
+                events.push((pos, REST, start - pos));
+            }
+            let next = notes.get(i + 1).map_or(u32::MAX, |m| tick(m.start));
+            let end = tick(n.start + n.duration).min(next).max(start + 1);
+            if let Some(token) = key_pitch_token(n.pitch, key) {
+                events.push((start, token, end - start));
+            }
+            pos = end;
+        }
+        Self { events, weight }
+    }
+
+    /// The same notes with another weight.
+    pub fn weighted(&self, weight: f32) -> Self {
+        Self {
+            weight,
+            ..self.clone()
+        }
+    }
+
+    fn at(&self, pos: u32) -> Option<(u32, u32)> {
+        (self.events.iter())
+            .find(|e| e.0 == pos)
+            .map(|&(_, pitch, ticks)| (pitch, ticks))
     }
 }
 
@@ -265,6 +336,7 @@ pub fn decode_segment(
     key: Key,
     ticks: u32,
     rules: &DecodeRules,
+    leans: &[Lean],
     rng: &mut SeedRng,
 ) -> TokenSeq {
     let mut out = TokenSeq::default();
@@ -279,6 +351,9 @@ pub fn decode_segment(
     while pos < ticks && out.len() < 4 + 2 * MAX_SEGMENT_NOTES {
         let logits = vae.step(prev.0, prev.1, pos as usize, &mut state);
         pitch_bias(&mut bias, &pitch_rules);
+        for (lean, (pitch, _)) in leans.iter().filter_map(|l| Some((l, l.at(pos)?))) {
+            bias[pitch as usize] += lean.weight;
+        }
         let pitch = sample(
             logits,
             &bias,
@@ -290,6 +365,9 @@ pub fn decode_segment(
         .unwrap_or(REST);
         let logits = vae.duration_logits(pitch, &mut state);
         duration_bias(&mut bias, ticks - pos, 0.0, None, 0.0);
+        for (lean, (_, dur)) in leans.iter().filter_map(|l| Some((l, l.at(pos)?))) {
+            bias[dur_token(duration_token(dur)) as usize] += lean.weight;
+        }
         let dur = sample(
             logits,
             &bias,

@@ -15,8 +15,9 @@ use crate::cli::generate::{chord_ticks, generate_with};
 use crate::limits;
 use crate::midi::file::melody_to_bytes;
 use crate::midi::{Melody, MelodyNote};
+use crate::model::morph::morph_phrases;
 use crate::model::tokenizer::melody_key;
-use crate::model::variation::{DecodeRules, PhraseContext, morph, vary};
+use crate::model::variation::{DecodeRules, PhraseContext, vary};
 use crate::music::chord::Progression;
 use crate::sessions::jsonl;
 use axum::extract::{FromRequest, Query, Request, State};
@@ -379,13 +380,8 @@ async fn morph_hooks(
                     .map_err(|e| ApiError::invalid(format!("cannot encode hook {name}: {e:#}")))
             };
             let (a, b) = (encode("a", &a)?, encode("b", &b)?);
-            (0..steps)
-                .map(|i| {
-                    let t = i as f32 / (steps - 1) as f32;
-                    vae.decode(&morph(&a, &b, t), &rules(&opts), opts.seed)
-                        .map_err(|e| ApiError::internal(format!("decoding failed: {e:#}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
+            morph_phrases(&vae, &a, &b, steps, &rules(&opts), opts.seed)
+                .map_err(|e| ApiError::internal(format!("decoding failed: {e:#}")))
         })
         .await?;
     Ok(phrases_response(&s, ctx, phrases))
