@@ -78,13 +78,21 @@ struct Dense {
     bias: Vec<f32>,
 }
 
-/// A row-major `[inputs, outputs]` matrix in its [`Precision`].
-/// Each holds, once the first batched step needs it, a packed copy for the batched
-/// kernel ([`pack`]).
+/// A row-major `[inputs, outputs]` matrix in its [`Precision`] (`w`), the same weights in
+/// [`STRIP`]-column strips for one sequence's step (`strips`), and, once the first batched
+/// step needs it, a packed copy for the batched kernel (`panels`, [`pack`]).
 enum Matrix {
-    F32(Vec<f32>, OnceLock<Vec<f32>>),
-    /// bfloat16 bits: the top half of each f32.
-    Bf16(Vec<u16>, OnceLock<Vec<u16>>),
+    F32 {
+        w: Vec<f32>,
+        strips: Vec<f32>,
+        panels: OnceLock<Vec<f32>>,
+    },
+    /// bfloat16 bits: the top half of each f32; strips hold two per word ([`bf16_strips`]).
+    Bf16 {
+        w: Vec<u16>,
+        strips: Vec<u32>,
+        panels: OnceLock<Vec<u16>>,
+    },
 }
 
 /// Recurrent state and scratch of one sequence, allocated once ([`FastLstm::state`]) and
@@ -130,13 +138,14 @@ impl FastLstm {
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let matrix = |t: &Tensor| -> Result<Matrix> {
             let t = t.t()?.contiguous()?;
+            let n = t.dim(1)?;
             Ok(match precision {
-                Precision::F32 => Matrix::F32(flat(&t)?, OnceLock::new()),
+                Precision::F32 => Matrix::f32(flat(&t)?, n),
                 Precision::Bf16 => {
                     // candle rounds to nearest; the low 16 bits of the widened value are 0.
                     let rounded = flat(&t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)?;
                     let bits = rounded.iter().map(|x| (x.to_bits() >> 16) as u16);
-                    Matrix::Bf16(bits.collect(), OnceLock::new())
+                    Matrix::bf16(bits.collect(), n)
                 }
             })
         };
@@ -342,26 +351,167 @@ impl Dense {
 }
 
 impl Matrix {
-    /// `out += x · self`.
+    fn f32(w: Vec<f32>, n: usize) -> Self {
+        let strips = f32_strips(&w, n);
+        Matrix::F32 {
+            w,
+            strips,
+            panels: OnceLock::new(),
+        }
+    }
+
+    fn bf16(w: Vec<u16>, n: usize) -> Self {
+        let strips = bf16_strips(&w, n);
+        Matrix::Bf16 {
+            w,
+            strips,
+            panels: OnceLock::new(),
+        }
+    }
+
+    /// `out += x · self`, with AVX2 FMA where available.
     fn matvec(&self, x: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above; std caches it).
+                unsafe { self.matvec_avx2_fma(x, out) };
+            } else {
+                self.matvec_strips::<false>(x, out);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.matvec_strips::<true>(x, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn matvec_avx2_fma(&self, x: &[f32], out: &mut [f32]) {
+        self.matvec_strips::<true>(x, out);
+    }
+
+    /// The strips in registers, then the columns past the last strip from the rows. Each
+    /// output adds `x[i]·w[i]` for `i` in order, as [`matvec_rows`] does: same bits.
+    #[inline(always)]
+    fn matvec_strips<const FUSED: bool>(&self, x: &[f32], out: &mut [f32]) {
+        let whole = out.len() / STRIP * STRIP;
         match self {
-            Matrix::F32(w, _) => matvec(w, x, out),
-            Matrix::Bf16(w, _) => matvec(w, x, out),
+            Matrix::F32 { w, strips, .. } => {
+                f32_strip_product::<FUSED>(strips, x, &mut out[..whole]);
+                columns_from::<f32, FUSED>(w, x, out, whole);
+            }
+            Matrix::Bf16 { w, strips, .. } => {
+                bf16_strip_product::<FUSED>(strips, x, &mut out[..whole]);
+                columns_from::<u16, FUSED>(w, x, out, whole);
+            }
         }
     }
 
     /// `outs[b] += xs[b] · self` for every `b`.
     fn matmat(&self, xs: &[&[f32]], outs: &mut [&mut [f32]]) {
         match self {
-            Matrix::F32(w, panels) => matmat(w, panels, xs, outs),
-            Matrix::Bf16(w, panels) => matmat(w, panels, xs, outs),
+            Matrix::F32 { w, panels, .. } => matmat(w, panels, xs, outs),
+            Matrix::Bf16 { w, panels, .. } => matmat(w, panels, xs, outs),
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
-            Matrix::F32(w, _) => 4 * w.len(),
-            Matrix::Bf16(w, _) => 2 * w.len(),
+            Matrix::F32 { w, .. } => 4 * w.len(),
+            Matrix::Bf16 { w, .. } => 2 * w.len(),
+        }
+    }
+}
+
+/// Columns per strip of the one-sequence kernel: 64 f32 accumulators are 8 AVX2
+/// registers, enough independent FMA chains to keep both FMA units busy while a strip's
+/// rows stream past once (one contiguous run, no loads or stores of `out` per row).
+const STRIP: usize = 64;
+
+/// The whole [`STRIP`]-column strips of row-major `[k, n]` weights, `[n / STRIP][k][STRIP]`.
+fn f32_strips(w: &[f32], n: usize) -> Vec<f32> {
+    let k = w.len() / n.max(1);
+    let mut strips = Vec::with_capacity(n / STRIP * STRIP * k);
+    for j in (0..n / STRIP * STRIP).step_by(STRIP) {
+        for i in 0..k {
+            strips.extend_from_slice(&w[i * n + j..i * n + j + STRIP]);
+        }
+    }
+    strips
+}
+
+/// [`f32_strips`] for bf16, two weights per word: word `l` of a strip's row holds column
+/// `l` in its low half and column `l + STRIP / 2` in its high half, so one load and a
+/// shift or a mask widen 16 weights into two f32 vectors.
+fn bf16_strips(w: &[u16], n: usize) -> Vec<u32> {
+    const HALF: usize = STRIP / 2;
+    let k = w.len() / n.max(1);
+    let mut strips = Vec::with_capacity(n / STRIP * HALF * k);
+    for j in (0..n / STRIP * STRIP).step_by(STRIP) {
+        for i in 0..k {
+            let row = &w[i * n + j..i * n + j + STRIP];
+            let (low, high) = row.split_at(HALF);
+            strips.extend(
+                low.iter()
+                    .zip(high)
+                    .map(|(&l, &h)| l as u32 | (h as u32) << 16),
+            );
+        }
+    }
+    strips
+}
+
+/// `out += x · strips` over whole strips ([`f32_strips`]).
+#[inline(always)]
+fn f32_strip_product<const FUSED: bool>(strips: &[f32], x: &[f32], out: &mut [f32]) {
+    let k = x.len();
+    for (strip, o) in strips
+        .chunks_exact(STRIP * k)
+        .zip(out.chunks_exact_mut(STRIP))
+    {
+        let mut acc = [0f32; STRIP];
+        acc.copy_from_slice(o);
+        for (row, &xi) in strip.chunks_exact(STRIP).zip(x) {
+            for l in 0..STRIP {
+                acc[l] = madd::<FUSED>(acc[l], xi, row[l]);
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+/// `out += x · strips` over whole strips ([`bf16_strips`]).
+#[inline(always)]
+fn bf16_strip_product<const FUSED: bool>(strips: &[u32], x: &[f32], out: &mut [f32]) {
+    const HALF: usize = STRIP / 2;
+    let k = x.len();
+    for (strip, o) in strips
+        .chunks_exact(HALF * k)
+        .zip(out.chunks_exact_mut(STRIP))
+    {
+        let (mut low, mut high) = ([0f32; HALF], [0f32; HALF]);
+        low.copy_from_slice(&o[..HALF]);
+        high.copy_from_slice(&o[HALF..]);
+        for (row, &xi) in strip.chunks_exact(HALF).zip(x) {
+            for l in 0..HALF {
+                low[l] = madd::<FUSED>(low[l], xi, f32::from_bits(row[l] << 16));
+                high[l] = madd::<FUSED>(high[l], xi, f32::from_bits(row[l] & 0xffff_0000));
+            }
+        }
+        o[..HALF].copy_from_slice(&low);
+        o[HALF..].copy_from_slice(&high);
+    }
+}
+
+/// `out[j] += x · w[.., j]` for the columns `j >= from` of row-major `w`, one at a time.
+#[inline(always)]
+fn columns_from<W: Weight, const FUSED: bool>(w: &[W], x: &[f32], out: &mut [f32], from: usize) {
+    let n = out.len();
+    for (j, o) in out.iter_mut().enumerate().skip(from) {
+        for (i, &xi) in x.iter().enumerate() {
+            *o = madd::<FUSED>(*o, xi, w[i * n + j].widen());
         }
     }
 }
@@ -602,13 +752,8 @@ fn matmat_rows<W: Weight, const FUSED: bool>(
             strip::<W, FUSED, 1>(panel, j, &xt, std::slice::from_mut(o));
         }
     }
-    // Columns past the last whole strip, one at a time.
     for (x, o) in xs.iter().zip(outs.iter_mut()) {
-        for (j, out) in o.iter_mut().enumerate().skip(strips) {
-            for (i, &xi) in x.iter().enumerate() {
-                *out = madd::<FUSED>(*out, xi, w[i * n + j].widen());
-            }
-        }
+        columns_from::<W, FUSED>(w, x, o, strips);
     }
 }
 
@@ -775,6 +920,30 @@ mod tests {
             let want: f32 = (0..rows).map(|i| x[i] * w[i * cols + j]).sum();
             assert!((got - want).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn strip_products_equal_the_row_products_bit_for_bit() {
+        let mut rng = SeedRng::new(5);
+        // Two whole strips and 22 columns past them.
+        let (rows, cols) = (37, 2 * STRIP + 22);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() - 0.5).collect();
+        let x: Vec<f32> = (0..rows).map(|_| rng.next_f32() - 0.5).collect();
+        let start: Vec<f32> = (0..cols).map(|_| rng.next_f32()).collect();
+        let bits: Vec<u16> = w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let product = |m: &Matrix| {
+            let mut out = start.clone();
+            m.matvec(&x, &mut out);
+            out
+        };
+        let rows_product = |w: &[f32]| {
+            let mut out = start.clone();
+            matvec(w, &x, &mut out);
+            out
+        };
+        assert_eq!(product(&Matrix::f32(w.clone(), cols)), rows_product(&w));
+        let widened: Vec<f32> = bits.iter().map(|&b| b.widen()).collect();
+        assert_eq!(product(&Matrix::bf16(bits, cols)), rows_product(&widened));
     }
 
     #[test]
