@@ -328,7 +328,9 @@ impl VaeModel {
 }
 
 /// One segment of `ticks` ticks decoded from `z` with header tokens `cond` (style, meter,
-/// key) under `rules`: the header, then pitch/duration pairs that fill it exactly.
+/// key) under `rules`, leaning towards `leans`: the header, then pitch/duration pairs that
+/// fill it exactly.
+#[allow(clippy::too_many_arguments)] // the decoder's inputs, each used once
 pub fn decode_segment(
     vae: &FastVae,
     z: &[f32],
