@@ -234,8 +234,8 @@ fn cut(notes: &[MelodyNote], segment: f64, segments: usize) -> Vec<Vec<MelodyNot
     cut
 }
 
-/// A morph heard in `count` phrases: A decoded, the path's points, B decoded (the
-/// command line's and the server's morph).
+/// A morph heard in `count` phrases: A decoded, the path's points, B decoded in A's
+/// context (the command line's and the server's morph).
 pub fn morph_phrases(
     vae: &VaeModel,
     a: &Encoded,
@@ -245,6 +245,11 @@ pub fn morph_phrases(
     seed: u64,
 ) -> Result<Vec<Vec<MelodyNote>>> {
     let guard = CopyGuard::default();
+    // B in A's meter and key, as the path's points are: the codes are key-relative.
+    let b = &Encoded {
+        codes: b.codes.clone(),
+        context: a.context,
+    };
     let (a_notes, b_notes) = (vae.decode(a, rules, seed)?, vae.decode(b, rules, seed)?);
     let steps = count.max(2) - 1;
     let mut path = MorphPath::new(vae, a.clone(), b.clone(), a_notes, b_notes, steps, seed);
