@@ -81,16 +81,20 @@ struct Dense {
 /// A row-major `[inputs, outputs]` matrix in its [`Precision`] (`w`), the same weights in
 /// [`STRIP`]-column strips for one sequence's step (`strips`), and, once the first batched
 /// step needs it, a packed copy for the batched kernel (`panels`, [`pack`]).
+/// The columns past the last whole strip are kept row-major on their own (`tail`), so
+/// they too are read as one contiguous run.
 enum Matrix {
     F32 {
         w: Vec<f32>,
         strips: Vec<f32>,
+        tail: Vec<f32>,
         panels: OnceLock<Vec<f32>>,
     },
     /// bfloat16 bits: the top half of each f32; strips hold two per word ([`bf16_strips`]).
     Bf16 {
         w: Vec<u16>,
         strips: Vec<u32>,
+        tail: Vec<u16>,
         panels: OnceLock<Vec<u16>>,
     },
 }
@@ -352,19 +356,19 @@ impl Dense {
 
 impl Matrix {
     fn f32(w: Vec<f32>, n: usize) -> Self {
-        let strips = f32_strips(&w, n);
         Matrix::F32 {
+            strips: f32_strips(&w, n),
+            tail: tail_columns(&w, n),
             w,
-            strips,
             panels: OnceLock::new(),
         }
     }
 
     fn bf16(w: Vec<u16>, n: usize) -> Self {
-        let strips = bf16_strips(&w, n);
         Matrix::Bf16 {
+            strips: bf16_strips(&w, n),
+            tail: tail_columns(&w, n),
             w,
-            strips,
             panels: OnceLock::new(),
         }
     }
@@ -392,19 +396,19 @@ impl Matrix {
         self.matvec_strips::<true>(x, out);
     }
 
-    /// The strips in registers, then the columns past the last strip from the rows. Each
-    /// output adds `x[i]·w[i]` for `i` in order, as [`matvec_rows`] does: same bits.
+    /// The strips in registers, then the tail's rows. Each output adds `x[i]·w[i]` for `i`
+    /// in order, as [`matvec_rows`] does over the whole matrix: same bits.
     #[inline(always)]
     fn matvec_strips<const FUSED: bool>(&self, x: &[f32], out: &mut [f32]) {
-        let whole = out.len() / STRIP * STRIP;
+        let (whole, tail_out) = out.split_at_mut(out.len() / STRIP * STRIP);
         match self {
-            Matrix::F32 { w, strips, .. } => {
-                f32_strip_product::<FUSED>(strips, x, &mut out[..whole]);
-                columns_from::<f32, FUSED>(w, x, out, whole);
+            Matrix::F32 { strips, tail, .. } => {
+                f32_strip_product::<FUSED>(strips, x, whole);
+                matvec_rows::<f32, FUSED>(tail, x, tail_out);
             }
-            Matrix::Bf16 { w, strips, .. } => {
-                bf16_strip_product::<FUSED>(strips, x, &mut out[..whole]);
-                columns_from::<u16, FUSED>(w, x, out, whole);
+            Matrix::Bf16 { strips, tail, .. } => {
+                bf16_strip_product::<FUSED>(strips, x, whole);
+                matvec_rows::<u16, FUSED>(tail, x, tail_out);
             }
         }
     }
@@ -461,6 +465,14 @@ fn bf16_strips(w: &[u16], n: usize) -> Vec<u32> {
         }
     }
     strips
+}
+
+/// The columns of row-major `[k, n]` weights past the last whole strip, row-major `[k, n % STRIP]`.
+fn tail_columns<W: Weight>(w: &[W], n: usize) -> Vec<W> {
+    let from = n / STRIP * STRIP;
+    (w.chunks_exact(n.max(1)))
+        .flat_map(|row| row[from..].iter().copied())
+        .collect()
 }
 
 /// `out += x · strips` over whole strips ([`f32_strips`]).
@@ -652,6 +664,9 @@ fn madd<const FUSED: bool>(acc: f32, x: f32, w: f32) -> f32 {
 #[inline(always)]
 fn matvec_rows<W: Weight, const FUSED: bool>(w: &[W], x: &[f32], out: &mut [f32]) {
     let n = out.len();
+    if n == 0 {
+        return;
+    }
     let mut rows = w.chunks_exact(4 * n);
     let mut xs = x.chunks_exact(4);
     for (r, x) in (&mut rows).zip(&mut xs) {
