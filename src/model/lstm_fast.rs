@@ -357,7 +357,7 @@ impl Dense {
 impl Matrix {
     fn f32(w: Vec<f32>, n: usize) -> Self {
         Matrix::F32 {
-            strips: f32_strips(&w, n),
+            strips: pack(&w, n, STRIP),
             tail: tail_columns(&w, n),
             w,
             panels: OnceLock::new(),
@@ -434,19 +434,7 @@ impl Matrix {
 /// rows stream past once (one contiguous run, no loads or stores of `out` per row).
 const STRIP: usize = 64;
 
-/// The whole [`STRIP`]-column strips of row-major `[k, n]` weights, `[n / STRIP][k][STRIP]`.
-fn f32_strips(w: &[f32], n: usize) -> Vec<f32> {
-    let k = w.len() / n.max(1);
-    let mut strips = Vec::with_capacity(n / STRIP * STRIP * k);
-    for j in (0..n / STRIP * STRIP).step_by(STRIP) {
-        for i in 0..k {
-            strips.extend_from_slice(&w[i * n + j..i * n + j + STRIP]);
-        }
-    }
-    strips
-}
-
-/// [`f32_strips`] for bf16, two weights per word: word `l` of a strip's row holds column
+/// [`pack`] into [`STRIP`]-column strips for bf16, two weights per word: word `l` of a strip's row holds column
 /// `l` in its low half and column `l + STRIP / 2` in its high half, so one load and a
 /// shift or a mask widen 16 weights into two f32 vectors.
 fn bf16_strips(w: &[u16], n: usize) -> Vec<u32> {
@@ -475,7 +463,7 @@ fn tail_columns<W: Weight>(w: &[W], n: usize) -> Vec<W> {
         .collect()
 }
 
-/// `out += x · strips` over whole strips ([`f32_strips`]).
+/// `out += x · strips` over whole strips ([`pack`]ed [`STRIP`] columns wide).
 #[inline(always)]
 fn f32_strip_product<const FUSED: bool>(strips: &[f32], x: &[f32], out: &mut [f32]) {
     let k = x.len();
@@ -693,7 +681,7 @@ fn matmat<W: Weight>(w: &[W], panels: &OnceLock<Vec<W>>, xs: &[&[f32]], outs: &m
     let Some(n) = outs.first().map(|o| o.len()) else {
         return;
     };
-    let panels = panels.get_or_init(|| pack(w, n));
+    let panels = panels.get_or_init(|| pack(w, n, LANES));
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -708,15 +696,16 @@ fn matmat<W: Weight>(w: &[W], panels: &OnceLock<Vec<W>>, xs: &[&[f32]], outs: &m
     matmat_rows::<W, true>(w, panels, xs, outs);
 }
 
-/// The whole [`LANES`]-column strips of a row-major `[k, n]` matrix, each strip's rows
-/// one after the other (`[n / LANES][k][LANES]`), so the batched kernel reads every strip
-/// as one contiguous run. Built on the first batched step (the plugin never pays for it).
-fn pack<W: Weight>(w: &[W], n: usize) -> Vec<W> {
+/// The whole `width`-column strips of a row-major `[k, n]` matrix, each strip's rows one
+/// after the other (`[n / width][k][width]`), so a kernel reads every strip as one
+/// contiguous run: [`STRIP`] wide for one sequence's step, [`LANES`] wide for the batched
+/// kernel (built on the first batched step: the plugin never pays for it).
+fn pack<W: Weight>(w: &[W], n: usize, width: usize) -> Vec<W> {
     let k = w.len() / n.max(1);
-    let mut panels = Vec::with_capacity(n / LANES * LANES * k);
-    for j in (0..n / LANES * LANES).step_by(LANES) {
+    let mut panels = Vec::with_capacity(n / width * width * k);
+    for j in (0..n / width * width).step_by(width) {
         for i in 0..k {
-            panels.extend_from_slice(&w[i * n + j..i * n + j + LANES]);
+            panels.extend_from_slice(&w[i * n + j..i * n + j + width]);
         }
     }
     panels
