@@ -14,7 +14,7 @@
 
 use super::copyguard::{CopyGuard, melody_line};
 use super::grid::TPQ;
-use super::variation::{DecodeRules, Encoded, Lean, VaeModel, morph};
+use super::variation::{DecodeRules, Encoded, Lean, ORIGINAL_TRIES, VaeModel, morph};
 use crate::midi::MelodyNote;
 use crate::music::SeedRng;
 use anyhow::Result;
@@ -26,8 +26,6 @@ pub const CANDIDATES: u64 = 8;
 pub const LEAN: f32 = 8.0;
 /// Decodings per segment kept for choosing the whole phrase.
 const KEPT: usize = 4;
-/// Draws of a point's seeds before it keeps one that copies a training tune.
-const ORIGINAL_TRIES: u64 = 4;
 
 /// The points of one morph from A to B, decoded on demand and kept.
 pub struct MorphPath {

@@ -302,7 +302,7 @@ impl Lean {
 }
 
 /// Decodings [`VaeModel::decode_original`] tries before it keeps the last one.
-const ORIGINAL_TRIES: u64 = 4;
+pub(super) const ORIGINAL_TRIES: u64 = 4;
 
 impl VaeModel {
     /// [`VaeModel::decode`], drawn again with the next seeds (up to [`ORIGINAL_TRIES`]
