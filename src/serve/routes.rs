@@ -17,7 +17,7 @@ use crate::midi::file::melody_to_bytes;
 use crate::midi::{Melody, MelodyNote};
 use crate::model::morph::morph_phrases;
 use crate::model::tokenizer::melody_key;
-use crate::model::variation::{DecodeRules, PhraseContext, vary};
+use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, vary};
 use crate::music::chord::Progression;
 use crate::sessions::jsonl;
 use axum::extract::{FromRequest, Query, Request, State};
@@ -328,28 +328,18 @@ async fn vary_hook(
     let opts = req.options.validate()?;
     let count = check("count", req.count, 1..=MAX_PHRASES)? as u64;
     let distance = check("distance", req.distance, 0.0..=1.0)? as f32;
-    s.models.vae(req.options.version.as_deref())?;
     let ctx = phrase_context(&opts, &hook)?;
-    let phrases = s
-        .pool
-        .run(move |w| {
-            let vae = w
-                .vae
-                .clone()
-                .ok_or_else(|| ApiError::internal("no VAE loaded"))?;
-            let encoded = vae
-                .encode(&hook, ctx)
-                .map_err(|e| ApiError::invalid(format!("cannot encode the hook: {e:#}")))?;
-            (0..count)
-                .map(|i| {
-                    let seed = opts.seed.wrapping_mul(1000).wrapping_add(i);
-                    vae.decode(&vary(&encoded, distance, seed), &rules(&opts), seed)
-                        .map_err(|e| ApiError::internal(format!("decoding failed: {e:#}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    Ok(phrases_response(&s, ctx, phrases))
+    with_vae(&s, req.options.version.as_deref(), ctx, move |vae| {
+        let encoded = encode_hook(vae, "the hook", &hook, ctx)?;
+        (0..count)
+            .map(|i| {
+                let seed = opts.seed.wrapping_mul(1000).wrapping_add(i);
+                vae.decode(&vary(&encoded, distance, seed), &rules(&opts), seed)
+                    .map_err(decoding_failed)
+            })
+            .collect()
+    })
+    .await
 }
 
 /// `POST /v1/morph`: `melodist morph` from hook `a` to hook `b` (in `a`'s context).
@@ -366,25 +356,46 @@ async fn morph_hooks(
     let b = api::melody_notes("b", &req.b)?;
     let opts = req.options.validate()?;
     let steps = check("steps", req.steps, 2..=MAX_PHRASES)? as usize;
-    s.models.vae(req.options.version.as_deref())?;
     let ctx = phrase_context(&opts, &a)?;
+    with_vae(&s, req.options.version.as_deref(), ctx, move |vae| {
+        let (a, b) = (
+            encode_hook(vae, "hook a", &a, ctx)?,
+            encode_hook(vae, "hook b", &b, ctx)?,
+        );
+        morph_phrases(vae, &a, &b, steps, &rules(&opts), opts.seed).map_err(decoding_failed)
+    })
+    .await
+}
+
+/// Runs `job` with the VAE (of `version`) on a decode thread and answers its phrases.
+async fn with_vae(
+    s: &AppState,
+    version: Option<&str>,
+    ctx: PhraseContext,
+    job: impl FnOnce(&VaeModel) -> Result<Vec<Vec<MelodyNote>>, ApiError> + Send + 'static,
+) -> Result<Json<PhrasesResponse>, ApiError> {
+    s.models.vae(version)?;
     let phrases = s
         .pool
         .run(move |w| {
-            let vae = w
-                .vae
-                .clone()
-                .ok_or_else(|| ApiError::internal("no VAE loaded"))?;
-            let encode = |name: &str, notes: &[MelodyNote]| {
-                vae.encode(notes, ctx)
-                    .map_err(|e| ApiError::invalid(format!("cannot encode hook {name}: {e:#}")))
-            };
-            let (a, b) = (encode("a", &a)?, encode("b", &b)?);
-            morph_phrases(&vae, &a, &b, steps, &rules(&opts), opts.seed)
-                .map_err(|e| ApiError::internal(format!("decoding failed: {e:#}")))
+            let vae = (w.vae.clone()).ok_or_else(|| ApiError::internal("no VAE loaded"))?;
+            job(&vae)
         })
         .await?;
-    Ok(phrases_response(&s, ctx, phrases))
+    Ok(phrases_response(s, ctx, phrases))
+}
+
+fn encode_hook(
+    vae: &VaeModel,
+    name: &str,
+    notes: &[MelodyNote],
+    ctx: PhraseContext,
+) -> Result<Encoded, ApiError> {
+    (vae.encode(notes, ctx)).map_err(|e| ApiError::invalid(format!("cannot encode {name}: {e:#}")))
+}
+
+fn decoding_failed(e: anyhow::Error) -> ApiError {
+    ApiError::internal(format!("decoding failed: {e:#}"))
 }
 
 /// `POST /v1/sessions`: record one session in the caller's history.
