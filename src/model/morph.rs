@@ -14,7 +14,7 @@
 
 use super::copyguard::{CopyGuard, melody_line};
 use super::grid::TPQ;
-use super::variation::{DecodeRules, Encoded, Lean, ORIGINAL_TRIES, VaeModel, morph};
+use super::variation::{DecodeRules, Encoded, Lean, ORIGINAL_TRIES, VaeModel, morph, shifted};
 use crate::midi::MelodyNote;
 use crate::music::SeedRng;
 use anyhow::Result;
@@ -36,8 +36,9 @@ pub struct MorphPath {
     seed: u64,
     /// Quarter notes per segment.
     segment: f64,
-    /// A's and B's notes as heard, whole and cut into segments (from each one's start).
-    ends: [Vec<MelodyNote>; 2],
+    /// B's notes as heard (A's are point 0's), and both cut into segments (each from its
+    /// segment's start).
+    b_notes: Vec<MelodyNote>,
     cut_ends: [Vec<Vec<MelodyNote>>; 2],
     /// The same segments as leans for the decoder.
     leans: [Vec<Lean>; 2],
@@ -74,7 +75,7 @@ impl MorphPath {
             .collect();
         let start = Point {
             whole: [0, note_edit_distance(&a_notes, &b_notes)],
-            notes: a_notes.clone(),
+            notes: a_notes,
             to_a: vec![0; segments],
             to_b,
         };
@@ -89,7 +90,7 @@ impl MorphPath {
             steps: steps.max(1),
             seed,
             segment,
-            ends: [a_notes, b_notes],
+            b_notes,
             cut_ends,
             path: vec![start],
         }
@@ -106,7 +107,7 @@ impl MorphPath {
     ) -> Result<&[MelodyNote]> {
         let i = i.min(self.steps);
         if i == self.steps {
-            return Ok(&self.ends[1]);
+            return Ok(&self.b_notes);
         }
         while self.path.len() <= i {
             let mut point = self.next_point(vae, rules, 0)?;
@@ -143,12 +144,7 @@ impl MorphPath {
                     let notes = vae.decode_one(z, code.context, rules, rng, &leans);
                     let to = [&a[k], &b[k]].map(|end| note_edit_distance(&notes, end));
                     let rank = rank(to, [prev.to_a[k], prev.to_b[k]], a_to_b[k], t);
-                    let notes = (notes.into_iter())
-                        .map(|n| MelodyNote {
-                            start: n.start + shift,
-                            ..n
-                        })
-                        .collect();
+                    let notes = shifted(notes, shift);
                     (rank, notes, to)
                 })
                 .collect();
@@ -161,10 +157,8 @@ impl MorphPath {
             let notes: Vec<MelodyNote> = (options.iter().zip(choice))
                 .flat_map(|(o, &c)| o[c].1.iter().copied())
                 .collect();
-            let to = self
-                .ends
-                .each_ref()
-                .map(|end| note_edit_distance(&notes, end));
+            let to =
+                [&self.path[0].notes, &self.b_notes].map(|end| note_edit_distance(&notes, end));
             let rank = rank(to, prev.whole, self.path[0].whole[1], t);
             (rank, notes, to)
         };

@@ -210,16 +210,8 @@ impl VaeModel {
         let mut notes = Vec::new();
         for (k, z) in phrase.codes.iter().enumerate() {
             let rng = SeedRng::derive(&[seed, k as u64]);
-            let shift = k as f64 * segment;
-            notes.extend(
-                (self
-                    .decode_one(z, phrase.context, rules, rng, &[])
-                    .into_iter())
-                .map(|n| MelodyNote {
-                    start: n.start + shift,
-                    ..n
-                }),
-            );
+            let one = self.decode_one(z, phrase.context, rules, rng, &[]);
+            notes.extend(shifted(one, k as f64 * segment));
         }
         Ok(notes)
     }
@@ -250,6 +242,16 @@ impl VaeModel {
             })
             .collect()
     }
+}
+
+/// `notes` moved `beats` later (a segment's notes into its phrase).
+pub fn shifted(notes: Vec<MelodyNote>, beats: f64) -> Vec<MelodyNote> {
+    (notes.into_iter())
+        .map(|n| MelodyNote {
+            start: n.start + beats,
+            ..n
+        })
+        .collect()
 }
 
 /// Notes a decode leans towards: at each of their onsets, `weight` is added to the
