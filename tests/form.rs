@@ -4,10 +4,10 @@
 use melodist::cli::generate::{chord_ticks, generate_with};
 use melodist::generator::form::{FormPlayer, Role, SongChords, plan};
 use melodist::generator::loader::{ModelChoice, load_strict};
-use melodist::generator::neural::strong_tail_start;
 use melodist::generator::{GenSettings, Generator};
 use melodist::midi::MelodyNote;
 use melodist::model::grid::TPQ;
+use melodist::model::grid::strong_tail_start;
 use melodist::music::chord::Progression;
 use melodist::music::{Key, Meter, PitchClass, Scale};
 

@@ -1054,7 +1054,7 @@ fn loop_settings_change_at_the_next_loop_boundary() {
         let mut player = LoopPlayer::new(Variations::load(), Default::default());
         bars.flat_map(|bar| {
             player
-                .bar(g.as_mut(), s, Meter::new(4, 4), bar)
+                .bar(g.as_mut(), s, Meter::new(4, 4), bar, &SongChords(&[]))
                 .into_iter()
                 .map(move |n| Heard {
                     beat: bar as f64 * 4.0 + n.start,

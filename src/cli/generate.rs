@@ -204,7 +204,7 @@ pub fn generate_looped(
     for bar_index in 0..bars {
         let b = bar_index as i64;
         let bar = if settings.loop_bars > 0 {
-            looper.bar(generator, settings, meter, b)
+            looper.bar(generator, settings, meter, b, &SongChords(chords))
         } else {
             form.bar(generator, settings, meter, b, &[], &SongChords(chords), 0)
         };

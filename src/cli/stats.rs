@@ -8,13 +8,13 @@ use super::ranged;
 use crate::generator::hooks::{EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS};
 use crate::generator::loader::EMBEDDED_NEURAL_GUARD;
 use crate::generator::loader::{self, LoadedModel, ModelChoice};
-use crate::generator::neural::strong_beat_ticks;
 use crate::generator::{GenSettings, Generator};
 use crate::limits;
 use crate::midi::MelodyNote;
 use crate::model::copyguard::CopyGuard;
 use crate::model::copyguard::{COPY_NOTES, melody_line};
 use crate::model::grid::duration_token;
+use crate::model::grid::strong_beat_ticks;
 use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::morph::MorphPath;
 use crate::model::tokenizer::{Style, melody_key};
@@ -118,7 +118,13 @@ fn from_source(
             .map(|_| prior_sample(vae.fast.config.latent, &mut rng))
             .collect();
         // As the plugin decodes hooks: never 13 notes of a training tune.
-        return vae.decode_original(&Encoded { codes, context }, &rules, settings.seed, guard);
+        return vae.decode_original(
+            &Encoded { codes, context },
+            &rules,
+            settings.seed,
+            &[],
+            guard,
+        );
     }
     // Point 1..=7 of an 8-step morph path, as the plugin's Morph plays it.
     let other = other();

@@ -94,7 +94,7 @@ pub struct MorphArgs {
 /// A loaded model with the context and rules the options ask for.
 struct Setup {
     model: VaeModel,
-    rules: DecodeRules,
+    rules: DecodeRules<'static>,
 }
 
 impl DecodeArgs {

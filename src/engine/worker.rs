@@ -157,7 +157,8 @@ fn run(
 
     let mut inputs: VecDeque<InputNote> = VecDeque::with_capacity(INPUT_MEMORY);
     let mut input_version = 0u64;
-    let mut form = FormPlayer::default();
+    // The form's varied phrases (A′) use the same VAE as the loop's Vary and Morph.
+    let mut form = FormPlayer::new(variations.vae().clone());
     let mut chords = LiveChords::default();
     // The meter of the latest request: where the bar lines of a live chord fall.
     let mut meter_now = crate::music::Meter::new(4, 4);
@@ -205,7 +206,7 @@ fn run(
                 let settings = effective_settings(settings, &inputs, &status);
                 if settings.loop_bars > 0 {
                     // Loop mode plays the seed's hook; the producer's input does not reshape it.
-                    let bar = looper.bar(generator.as_mut(), settings, meter, bar_index);
+                    let bar = looper.bar(generator.as_mut(), settings, meter, bar_index, &chords);
                     status.bars_generated.fetch_add(1, Ordering::Relaxed);
                     let _ = answers.try_send(BarReady {
                         epoch,

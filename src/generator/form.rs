@@ -8,7 +8,9 @@
 //! - `Answer(i)`: the first two bars of phrase `i`, then a new ending that closes
 //!   (antecedent–consequent: "A" ends open on degree 2 or 5, "A′" closes on the tonic);
 //! - `Repeat(i)`: phrase `i` again, note for note;
-//! - `Vary(i)`: phrase `i` with a few notes moved by a scale step (rhythm and cadence kept).
+//! - `Vary(i)`: phrase `i` rewritten through the VAE at a short latent distance, its
+//!   cadence bar kept ([`LoadedVae::vary_phrase`]); without a VAE, a few of its notes
+//!   moved by a scale step (rhythm and cadence kept).
 //!
 //! Pairs of phrases make an 8-bar strain, as in the corpus's tunes: the first half ends
 //! open, the second closes. The model is told at every note how many bars are left to the
@@ -19,6 +21,7 @@
 //! context): it is computed whole, phrase after phrase, from its first bar, so bar N sounds
 //! the same whether reached by playing through or by jumping there, online or offline.
 
+use super::hooks::LoadedVae;
 use super::looping::vary_pitches;
 use super::{
     Cadence, ContextNote, GenSettings, Generator, PHRASE_BARS, Phrase, PhraseRequest, PhraseShape,
@@ -27,6 +30,7 @@ use super::{
 use crate::model::grid::bar_ticks;
 use crate::model::tokenizer::Style;
 use crate::music::{BeatNote, Meter, SeedRng};
+use std::sync::Arc;
 
 /// Section lengths the *Form* control offers, in bars (0 = free: no repeats).
 pub const FORM_LENGTHS: [u8; 4] = [0, 8, 16, 32];
@@ -131,14 +135,30 @@ struct SectionKey {
 
 /// Plays the form: remembers the section being played, written phrase by phrase as the
 /// bars are asked for, so playing on costs one phrase every 4 bars.
-#[derive(Default)]
 pub struct FormPlayer {
     section: Option<(SectionKey, Phrase)>,
+    /// Writes the varied phrases (A′).
+    vae: Arc<LoadedVae>,
     /// How long writing the last section took (µs), for the editor's status line.
     pub last_write_us: u32,
 }
 
+impl Default for FormPlayer {
+    /// Varied phrases through the shared VAE ([`LoadedVae::shared`]).
+    fn default() -> Self {
+        Self::new(LoadedVae::shared())
+    }
+}
+
 impl FormPlayer {
+    pub fn new(vae: Arc<LoadedVae>) -> Self {
+        Self {
+            section: None,
+            vae,
+            last_write_us: 0,
+        }
+    }
+
     /// The notes of `bar_index`. `context` is the producer's phrase (Continue mode; it
     /// leads into each section's first phrase), `chords` the chords under the song, and
     /// `context_version` says when either changed.
@@ -171,8 +191,14 @@ impl FormPlayer {
         if bars.len() < needed {
             let started = std::time::Instant::now();
             let chords = chords.ticks(section * length, length as usize, meter);
-            let (g, s) = (generator, settings);
-            extend_section(g, s, meter, section, context, &chords, bars, needed);
+            let section = Section {
+                generator,
+                vae: &self.vae,
+                settings,
+                meter,
+                index: section,
+            };
+            extend_section(section, context, &chords, bars, needed);
             self.last_write_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
         }
         bars[bar_index.rem_euclid(length) as usize].clone()
@@ -199,18 +225,20 @@ impl ChordSource for SongChords<'_> {
     }
 }
 
+/// A section to write: what writes it, and for which settings, meter and section number.
+pub struct Section<'a> {
+    pub generator: &'a mut dyn Generator,
+    /// Writes the varied phrases (or says why it cannot: then notes move by scale steps).
+    pub vae: &'a LoadedVae,
+    pub settings: GenSettings,
+    pub meter: Meter,
+    pub index: i64,
+}
+
 /// All the bars of one section, phrase by phrase (`chords` per tick from its first bar).
-pub fn write_section(
-    generator: &mut dyn Generator,
-    settings: GenSettings,
-    meter: Meter,
-    section: i64,
-    context: &[ContextNote],
-    chords: &[u16],
-) -> Phrase {
+pub fn write_section(section: Section, context: &[ContextNote], chords: &[u16]) -> Phrase {
     let mut bars = Vec::new();
-    let (g, s) = (generator, settings);
-    extend_section(g, s, meter, section, context, chords, &mut bars, usize::MAX);
+    extend_section(section, context, chords, &mut bars, usize::MAX);
     bars
 }
 
@@ -218,17 +246,20 @@ pub fn write_section(
 /// it holds `bars_needed` bars or the section ends. A phrase only copies phrases before
 /// it, so a section written in steps is the section [`write_section`] writes at once, and
 /// a player asked for an early bar need not wait for the whole section.
-#[allow(clippy::too_many_arguments)]
 pub fn extend_section(
-    generator: &mut dyn Generator,
-    settings: GenSettings,
-    meter: Meter,
-    section: i64,
+    section: Section,
     context: &[ContextNote],
     chords: &[u16],
     bars: &mut Phrase,
     bars_needed: usize,
 ) {
+    let Section {
+        generator,
+        vae,
+        settings,
+        meter,
+        index: section,
+    } = section;
     let ticks_of = |bar: usize| bar * bar_ticks(meter) as usize;
     let chords_from = |bar: usize| chords.get(ticks_of(bar)..).unwrap_or(&[]);
     let plan = plan(settings.form, settings.style, settings.seed, section);
@@ -302,14 +333,17 @@ pub fn extend_section(
             Role::Vary(i) => {
                 let mut phrase = phrase_of(bars, i);
                 let mut rng = SeedRng::derive(&[settings.seed, 0xa7, phrase_index as u64]);
-                // The cadence bar stays: the variation ends as the original did.
-                vary_pitches(
-                    &mut phrase[..PHRASE_BARS - 1],
-                    settings,
-                    VARY_SHARE,
-                    &mut rng,
-                );
-                phrase
+                let chords = chords_from(k * PHRASE_BARS);
+                let chords = &chords[..chords.len().min(ticks_of(PHRASE_BARS))];
+                match vae.vary_phrase(&phrase, &settings, meter, chords, rng.next_u64()) {
+                    Some(varied) => varied,
+                    None => {
+                        // The cadence bar stays: the variation ends as the original did.
+                        let body = &mut phrase[..PHRASE_BARS - 1];
+                        vary_pitches(body, settings, VARY_SHARE, &mut rng);
+                        phrase
+                    }
+                }
             }
         };
         bars.extend(new_phrase);
@@ -347,6 +381,22 @@ mod tests {
             seed,
             form,
             ..GenSettings::default()
+        }
+    }
+
+    /// Section 0 in `meter` for `s`, its varied phrases written by `vae`.
+    fn first<'a>(
+        generator: &'a mut dyn Generator,
+        vae: &'a LoadedVae,
+        s: GenSettings,
+        meter: Meter,
+    ) -> Section<'a> {
+        Section {
+            generator,
+            vae,
+            settings: s,
+            meter,
+            index: 0,
         }
     }
 
@@ -392,10 +442,11 @@ mod tests {
     fn planned_repeats_are_repeats_and_answers_share_their_opening() {
         let meter = Meter::new(4, 4);
         let mut g = embedded_markov();
+        let notes_only = LoadedVae::none("test: variations move notes");
         let mut checked = [0; 3];
         for seed in 0..30 {
             let s = settings(16, seed);
-            let bars = write_section(g.as_mut(), s, meter, 0, &[], &[]);
+            let bars = write_section(first(g.as_mut(), &notes_only, s, meter), &[], &[]);
             assert_eq!(bars.len(), 16);
             for (k, p) in plan(16, Style::Any, seed, 0).iter().enumerate() {
                 let phrase = &bars[k * 4..k * 4 + 4];
@@ -429,6 +480,49 @@ mod tests {
     }
 
     #[test]
+    fn varied_phrases_are_rewritten_through_the_vae_keeping_most_notes_and_the_cadence() {
+        let meter = Meter::new(4, 4);
+        let mut g = embedded_markov();
+        let vae = LoadedVae::shared();
+        assert_eq!(vae.fallback_reason(), None, "the shipped VAE must load");
+        let at = |bar: &[BeatNote]| bar.iter().map(|n| (n.start, n.pitch)).collect::<Vec<_>>();
+        let (mut kept, mut total, mut moved_phrases, mut varied) = (0, 0, 0, 0);
+        for seed in 0..30 {
+            let s = settings(32, seed);
+            let bars = write_section(first(g.as_mut(), &vae, s, meter), &[], &[]);
+            let again = write_section(first(g.as_mut(), &vae, s, meter), &[], &[]);
+            assert_eq!(bars, again, "seed {seed}: a section is a pure function");
+            for (k, p) in plan(32, Style::Any, seed, 0).iter().enumerate() {
+                let Role::Vary(i) = p.role else { continue };
+                let (phrase, original) = (&bars[k * 4..k * 4 + 4], &bars[i * 4..i * 4 + 4]);
+                assert_eq!(phrase[3], original[3], "seed {seed}: the cadence bar stays");
+                for bar in phrase {
+                    for n in bar {
+                        assert!(s.key.contains(n.pitch) && (s.low..=s.high).contains(&n.pitch));
+                        assert!(n.start >= 0.0 && n.start + n.duration <= 4.0 + 1e-9);
+                    }
+                }
+                let notes = |bars: &[Vec<BeatNote>]| bars.iter().map(|b| at(b)).collect::<Vec<_>>();
+                let (new, old) = (notes(&phrase[..3]), notes(&original[..3]));
+                total += old.iter().map(Vec::len).sum::<usize>();
+                kept += (old.iter().zip(&new))
+                    .map(|(o, n)| o.iter().filter(|e| n.contains(e)).count())
+                    .sum::<usize>();
+                moved_phrases += usize::from(new != old);
+                varied += 1;
+            }
+        }
+        let share = kept as f64 / total as f64;
+        assert!(varied >= 20, "{varied} varied phrases drawn");
+        // The same idea (most notes stay), yet a variation (nearly every phrase moves).
+        assert!((0.5..0.95).contains(&share), "{kept} of {total} notes kept");
+        assert!(
+            moved_phrases * 10 >= varied * 9,
+            "{moved_phrases} of {varied} moved"
+        );
+    }
+
+    #[test]
     fn a_copy_is_only_planned_over_the_chords_it_was_written_on() {
         let meter = Meter::new(4, 4);
         let mut g = embedded_markov();
@@ -442,10 +536,11 @@ mod tests {
             .map(|t| 1 << ((t / per_bar) % 4))
             .collect();
         let mut repeats = 0;
+        let vae = LoadedVae::none("test: only repeats are checked");
         for seed in 0..30 {
             let s = settings(16, seed);
-            let a = write_section(g.as_mut(), s, meter, 0, &[], &changing);
-            let b = write_section(g.as_mut(), s, meter, 0, &[], &looping);
+            let a = write_section(first(g.as_mut(), &vae, s, meter), &[], &changing);
+            let b = write_section(first(g.as_mut(), &vae, s, meter), &[], &looping);
             for (k, p) in plan(16, Style::Any, seed, 0).iter().enumerate() {
                 if let Role::Repeat(i) = p.role {
                     assert_ne!(a[k * 4..k * 4 + 4], a[i * 4..i * 4 + 4], "seed {seed}");

@@ -15,25 +15,31 @@
 //! B one by one. Every path is a pure function of (settings, slots, meter), so a bar
 //! sounds the same whether reached by playing through or by jumping there.
 
-use super::form::extend_section;
+use super::form::{Section, extend_section};
 use super::loader::EMBEDDED_NEURAL_GUARD;
 use super::looping::vary_pitches;
 use super::{GenSettings, Generator, Phrase, perform};
 use crate::midi::MelodyNote;
 use crate::model::copyguard::CopyGuard;
 use crate::model::morph::MorphPath;
-use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, vary};
+use crate::model::variation::{ChordFit, DecodeRules, Encoded, PhraseContext, VaeModel, vary};
 use crate::music::{BeatNote, Meter, Scale, SeedRng};
 use nice_plug::params::persist::PersistentField;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The shipped VAE, embedded so the plugin bundle is self-contained.
 pub const EMBEDDED_VAE_CONFIG: &[u8] = include_bytes!("../../models/vae/config.json");
 pub const EMBEDDED_VAE_WEIGHTS: &[u8] = include_bytes!("../../models/vae/model.safetensors");
 /// Environment variable naming a VAE folder to use instead of the shipped one.
 pub const VAE_ENV: &str = "MELODIST_VAE";
+/// The form's A′ phrases: how far their codes move from A's, and how strongly the decoder
+/// leans towards A's notes (a logit bonus, as a morph's ends). Measured over the form's
+/// varied phrases: about 85% of A's notes stay at *Variation* 0, 60% at 0.5, 55% at 1 (the
+/// temperature follows the knob), so the phrase is heard as the same idea, moved.
+const FORM_VARY_DISTANCE: f32 = 0.3;
+const FORM_VARY_LEAN: f32 = 4.0;
 /// Morph positions are heard in steps of 1/32, so automation noise never re-decodes.
 pub const MORPH_STEPS: f32 = 32.0;
 
@@ -170,22 +176,25 @@ impl<'a> PersistentField<'a, HookSlots> for HookBank {
     }
 }
 
-/// The VAE the hook controls use, or why there is none (then they act on notes).
-pub struct Variations {
-    vae: Result<VaeModel, String>,
-    /// A and B as last written, kept while only Morph, Vary or Evolve change.
-    ends: Option<Ends>,
-    /// The LSTM's originality guard, so decoded hooks never copy a training tune either.
+/// The VAE and the originality guard its decodings pass, or why there is no VAE (then
+/// Vary, Morph and the form's varied phrases move notes instead). Loaded once per process
+/// and shared: the loop's hooks and the form plan read the same model.
+pub struct LoadedVae {
+    model: Result<VaeModel, String>,
+    /// The LSTM's originality guard, so decoded phrases never copy a training tune either.
     guard: CopyGuard,
 }
 
-impl Variations {
-    /// The VAE in `MELODIST_VAE` if set, else the shipped one.
-    pub fn load() -> Self {
-        match std::env::var_os(VAE_ENV) {
+impl LoadedVae {
+    /// The VAE in `MELODIST_VAE` if set, else the shipped one: loaded on first use, then
+    /// shared by every caller in the process.
+    pub fn shared() -> Arc<LoadedVae> {
+        static SHARED: OnceLock<Arc<LoadedVae>> = OnceLock::new();
+        let load = || match std::env::var_os(VAE_ENV) {
             Some(dir) => Self::from_dir(std::path::Path::new(&dir)),
             None => Self::from(VaeModel::load(EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS)),
-        }
+        };
+        SHARED.get_or_init(|| Arc::new(load())).clone()
     }
 
     /// The VAE in `dir`, or the note-level fallback and why.
@@ -194,15 +203,14 @@ impl Variations {
     }
 
     fn from(vae: anyhow::Result<VaeModel>) -> Self {
-        // Only decoded hooks need the guard; the note-level fallback keeps the notes' runs.
+        // Only decoded phrases need the guard; the note-level fallback keeps the notes' runs.
         let guard = match vae {
             Ok(_) => CopyGuard::from_bytes(EMBEDDED_NEURAL_GUARD).unwrap_or_default(),
             Err(_) => CopyGuard::default(),
         };
         Self {
-            ends: None,
             guard,
-            vae: vae.map_err(|err| {
+            model: vae.map_err(|err| {
                 format!("Vary and Morph move notes instead of using the VAE: {err:#}")
             }),
         }
@@ -215,16 +223,97 @@ impl Variations {
 
     /// Why the VAE is not in use, if it is not.
     pub fn fallback_reason(&self) -> Option<&str> {
-        self.vae.as_ref().err().map(String::as_str)
+        self.model.as_ref().err().map(String::as_str)
+    }
+
+    /// The form's A′ (`form::Role::Vary`): `phrase` with its bars but the last rewritten
+    /// through the VAE, its codes moved [`FORM_VARY_DISTANCE`] towards the prior and
+    /// decoded leaning towards its notes, under the key, register and `chords` (per tick
+    /// from its first bar); the last bar, the cadence, stays. `None` without a VAE or for
+    /// a phrase with no notes: the caller then moves notes by scale steps.
+    pub fn vary_phrase(
+        &self,
+        phrase: &Phrase,
+        settings: &GenSettings,
+        meter: Meter,
+        chords: &[u16],
+        seed: u64,
+    ) -> Option<Phrase> {
+        let vae = self.model.as_ref().ok()?;
+        let context = PhraseContext {
+            meter,
+            key: settings.key,
+            style: settings.style,
+        };
+        let hook = Hook {
+            meter,
+            bars: phrase.clone(),
+        };
+        let notes = hook.notes();
+        let code = vae.encode(&notes, context).ok()?;
+        let varied = vary(&code, FORM_VARY_DISTANCE, seed);
+        let rules = decode_rules(settings, meter, chords);
+        let leans = vae.leans(&notes, context, FORM_VARY_LEAN);
+        let notes = (vae.decode_original(&varied, &rules, seed, &leans, &self.guard)).ok()?;
+        let mut bars = Hook::from_notes(&notes, meter, phrase.len()).bars;
+        perform::apply(
+            &mut bars,
+            settings,
+            meter,
+            &mut SeedRng::derive(&[seed, 0x9e]),
+        );
+        let cadence = phrase.len().checked_sub(1)?;
+        bars[cadence] = phrase[cadence].clone();
+        Some(bars)
+    }
+}
+
+/// The loop's hook controls: the VAE, and the ends A and B kept while only Morph, Vary or
+/// Evolve change.
+pub struct Variations {
+    vae: Arc<LoadedVae>,
+    ends: Option<Ends>,
+}
+
+impl Variations {
+    /// The VAE in `MELODIST_VAE` if set, else the shipped one ([`LoadedVae::shared`]).
+    pub fn load() -> Self {
+        Self::with(LoadedVae::shared())
+    }
+
+    pub fn with(vae: Arc<LoadedVae>) -> Self {
+        Self { vae, ends: None }
+    }
+
+    /// The VAE in `dir`, or the note-level fallback and why.
+    pub fn from_dir(dir: &std::path::Path) -> Self {
+        Self::with(Arc::new(LoadedVae::from_dir(dir)))
+    }
+
+    /// No VAE: the note-level fallback (tests, and the command line without one).
+    pub fn none(why: &str) -> Self {
+        Self::with(Arc::new(LoadedVae::none(why)))
+    }
+
+    /// The VAE these controls use (the form plan's varied phrases use it too).
+    pub fn vae(&self) -> &Arc<LoadedVae> {
+        &self.vae
+    }
+
+    /// Why the VAE is not in use, if it is not.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.vae.fallback_reason()
     }
 
     /// Repeat 0 of the loop: A, varied and morphed towards B as the settings ask.
+    /// `chords`: one mask per tick under the loop's bars (empty: none).
     pub fn loop_hook(
         &mut self,
         generator: &mut dyn Generator,
         settings: GenSettings,
         meter: Meter,
         slots: &HookSlots,
+        chords: &[u16],
     ) -> Phrase {
         let length = settings.loop_bars.max(1) as usize;
         // A and B stay while only Morph, Vary or Evolve move (automating Morph is cheap).
@@ -238,11 +327,13 @@ impl Variations {
             },
             meter,
             slots: slots.clone(),
+            chords: chords.to_vec(),
         };
+        let vae = &self.vae;
         if self.ends.as_ref().is_none_or(|e| e.key != key) {
             let a = match &slots.a {
                 Some(hook) => hook.fit(meter, length),
-                None => seed_hook(generator, settings, meter, length),
+                None => seed_hook(generator, vae, settings, meter, length, chords),
             };
             self.ends = Some(Ends {
                 key,
@@ -264,23 +355,18 @@ impl Variations {
                     seed: idea,
                     ..settings
                 };
-                seed_hook(generator, settings, meter, length)
+                seed_hook(generator, vae, settings, meter, length, chords)
             }
         });
         if settings.vary_step == 0 && t == 1.0 {
             return b.clone();
         }
-        match &self.vae {
-            Ok(vae) => latent_hook(
-                vae,
-                &self.guard,
-                settings,
-                meter,
-                &ends.a,
-                b,
-                &mut ends.path,
-            )
-            .unwrap_or_else(|_| note_hook(settings, &ends.a, b)),
+        match &vae.model {
+            Ok(model) => {
+                let (a, path) = (&ends.a, &mut ends.path);
+                latent_hook(model, &vae.guard, settings, meter, a, b, chords, path)
+                    .unwrap_or_else(|_| note_hook(settings, a, b))
+            }
             Err(_) => note_hook(settings, &ends.a, b),
         }
     }
@@ -292,6 +378,7 @@ struct EndsKey {
     settings: GenSettings,
     meter: Meter,
     slots: HookSlots,
+    chords: Vec<u16>,
 }
 
 /// The loop's two ends, B written only once Vary or Morph needs it.
@@ -306,12 +393,21 @@ struct Ends {
 /// The loop's first `length` bars as Generate mode writes them for `settings.seed`.
 fn seed_hook(
     generator: &mut dyn Generator,
+    vae: &LoadedVae,
     settings: GenSettings,
     meter: Meter,
     length: usize,
+    chords: &[u16],
 ) -> Phrase {
     let mut hook = Vec::new();
-    extend_section(generator, settings, meter, 0, &[], &[], &mut hook, length);
+    let section = Section {
+        generator,
+        vae,
+        settings,
+        meter,
+        index: 0,
+    };
+    extend_section(section, &[], chords, &mut hook, length);
     while hook.len() < length {
         hook.extend(hook.clone());
     }
@@ -330,6 +426,21 @@ pub fn vary_distance(settings: &GenSettings) -> f32 {
     0.1 + 0.5 * settings.variation.clamp(0.0, 1.0)
 }
 
+/// The decoder's masks for `settings`: register, scale lock, chords (*Chord fit*), and a
+/// temperature set by the *Variation* knob (lower than the LSTM's: the code already says
+/// what to play).
+fn decode_rules<'a>(settings: &GenSettings, meter: Meter, chords: &'a [u16]) -> DecodeRules<'a> {
+    let (low, high) = settings.register();
+    DecodeRules {
+        low,
+        high,
+        scale_lock: settings.key.scale != Scale::Chromatic,
+        temperature: 0.15 + 0.3 * settings.variation.clamp(0.0, 1.0),
+        chords: ChordFit::new(chords, settings.chord_fit, meter),
+        ..DecodeRules::default()
+    }
+}
+
 /// The seed of press `step`'s variation (and of its decode).
 fn step_seed(settings: &GenSettings, step: u64) -> u64 {
     SeedRng::derive(&[settings.seed, 0x7a41, step]).next_u64()
@@ -337,6 +448,7 @@ fn step_seed(settings: &GenSettings, step: u64) -> u64 {
 
 /// Vary and Morph in the VAE's latent space, decoded under the key and register. Morph
 /// positions are points of one [`MorphPath`], so turning the knob towards B never steps back.
+#[allow(clippy::too_many_arguments)] // the hook's ends, masks and cached path
 fn latent_hook(
     vae: &VaeModel,
     guard: &CopyGuard,
@@ -344,6 +456,7 @@ fn latent_hook(
     meter: Meter,
     a: &Phrase,
     b: &Phrase,
+    chords: &[u16],
     path: &mut Option<(u16, MorphPath)>,
 ) -> anyhow::Result<Phrase> {
     let context = PhraseContext {
@@ -362,20 +475,13 @@ fn latent_hook(
     for step in 1..=settings.vary_step as u64 {
         code = vary(&code, vary_distance(&settings), step_seed(&settings, step));
     }
-    let (low, high) = settings.register();
-    let rules = DecodeRules {
-        low,
-        high,
-        scale_lock: settings.key.scale != Scale::Chromatic,
-        temperature: 0.15 + 0.3 * settings.variation.clamp(0.0, 1.0),
-        ..DecodeRules::default()
-    };
+    let rules = decode_rules(&settings, meter, chords);
     let rng_at =
         |t: f32| SeedRng::derive(&[settings.seed, settings.vary_step as u64, t.to_bits() as u64]);
     // What plays at Morph 0: A itself, or its latest variation.
     let varied = |code: &Encoded| match settings.vary_step {
         0 => Ok(to_notes(a)),
-        _ => vae.decode_original(code, &rules, rng_at(0.0).next_u64(), guard),
+        _ => vae.decode_original(code, &rules, rng_at(0.0).next_u64(), &[], guard),
     };
     let t = morph_position(settings.morph);
     let notes = if t == 0.0 {
@@ -444,6 +550,7 @@ fn note_hook(settings: GenSettings, a: &Phrase, b: &Phrase) -> Phrase {
 mod tests {
     use super::*;
     use crate::generator::loader::embedded_markov;
+    use crate::model::grid::{TPQ, bar_ticks, strong_beat_ticks};
     use crate::model::morph::monotonicity;
     use crate::music::{Key, PitchClass};
 
@@ -503,7 +610,7 @@ mod tests {
         };
         let mut g = embedded_markov();
         let mut v = shipped();
-        let mut at = |t| v.loop_hook(g.as_mut(), settings(t, 0), meter, &slots);
+        let mut at = |t| v.loop_hook(g.as_mut(), settings(t, 0), meter, &slots, &[]);
         assert_eq!(at(0.0), slots.a.as_ref().unwrap().fit(meter, 4));
         assert_eq!(at(1.0), slots.b.as_ref().unwrap().fit(meter, 4));
         // In between is a third melody, in the key and register, the same every time.
@@ -525,7 +632,7 @@ mod tests {
         let sweep: Vec<_> = (0..=MORPH_STEPS as usize)
             .map(|i| {
                 let t = i as f32 / MORPH_STEPS;
-                notes(v.loop_hook(g.as_mut(), settings(t, 1), meter, &slots))
+                notes(v.loop_hook(g.as_mut(), settings(t, 1), meter, &slots, &[]))
             })
             .collect();
         let m = monotonicity(&sweep);
@@ -546,12 +653,12 @@ mod tests {
         let mut g = embedded_markov();
         let mut v = shipped();
         let slots = HookSlots::default();
-        let plain = v.loop_hook(g.as_mut(), settings(0.0, 0), meter, &slots);
-        let once = v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots);
-        let twice = v.loop_hook(g.as_mut(), settings(0.0, 2), meter, &slots);
+        let plain = v.loop_hook(g.as_mut(), settings(0.0, 0), meter, &slots, &[]);
+        let once = v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots, &[]);
+        let twice = v.loop_hook(g.as_mut(), settings(0.0, 2), meter, &slots, &[]);
         assert_eq!(
             once,
-            v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots)
+            v.loop_hook(g.as_mut(), settings(0.0, 1), meter, &slots, &[])
         );
         assert_ne!(once, plain);
         assert_ne!(twice, once);
@@ -559,6 +666,54 @@ mod tests {
             assert_eq!(bars.len(), 4);
             all_in_rules(bars, &settings(0.0, 1), meter);
         }
+    }
+
+    #[test]
+    fn varied_and_morphed_hooks_sit_on_the_loops_chords() {
+        let meter = Meter::new(4, 4);
+        let slots = HookSlots {
+            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
+            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
+        };
+        // Dm | Gm | B♭ | F, one mask per tick.
+        let per_bar = bar_ticks(meter) as usize;
+        let progression: [u16; 4] = [
+            1 << 2 | 1 << 5 | 1 << 9,
+            1 << 7 | 1 << 10 | 1 << 2,
+            1 << 10 | 1 << 2 | 1 << 5,
+            1 << 5 | 1 << 9 | 1,
+        ];
+        let chords: Vec<u16> = (0..4 * per_bar).map(|t| progression[t / per_bar]).collect();
+        let strong = strong_beat_ticks(meter) as f64 / TPQ as f64;
+        let mut g = embedded_markov();
+        let mut v = shipped();
+        // Strong-beat notes on a tone of the chord under them, as a share.
+        let mut on_chord = |chords_heard: &[u16]| {
+            let (mut hits, mut total) = (0, 0);
+            let cases = [(0.0, 1), (0.0, 2), (0.5, 0), (0.25, 1)];
+            let seeded = cases
+                .into_iter()
+                .flat_map(|c| (0..4).map(move |seed| (c, seed)));
+            for ((morph, vary_step), seed) in seeded {
+                let s = GenSettings {
+                    chord_fit: 0.6,
+                    seed,
+                    ..settings(morph, vary_step)
+                };
+                let bars = v.loop_hook(g.as_mut(), s, meter, &slots, chords_heard);
+                all_in_rules(&bars, &s, meter);
+
+                for (b, bar) in bars.iter().enumerate() {
+                    for n in bar.iter().filter(|n| (n.start / strong).fract() == 0.0) {
+                        total += 1;
+                        hits += usize::from(progression[b] >> (n.pitch % 12) & 1 == 1);
+                    }
+                }
+            }
+            hits as f64 / total as f64
+        };
+        let (with, without) = (on_chord(&chords), on_chord(&[]));
+        assert!(with >= 0.8 && with > without + 0.2, "{with} vs {without}");
     }
 
     #[test]
@@ -571,11 +726,11 @@ mod tests {
         let mut v = Variations::none("test");
         let mut g = embedded_markov();
         let (a, b) = (slots.a.as_ref().unwrap(), slots.b.as_ref().unwrap());
-        let half = v.loop_hook(g.as_mut(), settings(0.5, 0), meter, &slots);
+        let half = v.loop_hook(g.as_mut(), settings(0.5, 0), meter, &slots, &[]);
         // Two of the four bars are B's, two are A's.
         let from = |h: &Hook| (0..4).filter(|&i| half[i] == h.fit(meter, 4)[i]).count();
         assert_eq!((from(a), from(b)), (2, 2));
-        let varied = v.loop_hook(g.as_mut(), settings(0.0, 3), meter, &slots);
+        let varied = v.loop_hook(g.as_mut(), settings(0.0, 3), meter, &slots, &[]);
         assert_ne!(varied, a.fit(meter, 4));
         all_in_rules(&varied, &settings(0.0, 3), meter);
     }
@@ -600,7 +755,7 @@ mod tests {
         // The controls still work, on notes.
         let mut g = embedded_markov();
         let slots = HookSlots::default();
-        let varied = v.loop_hook(g.as_mut(), settings(0.5, 1), Meter::new(4, 4), &slots);
+        let varied = v.loop_hook(g.as_mut(), settings(0.5, 1), Meter::new(4, 4), &slots, &[]);
         assert!(varied.iter().flatten().count() > 0);
         let missing = Variations::from_dir(&dir.path().join("nowhere"));
         assert!(missing.fallback_reason().unwrap().contains("cannot read"));

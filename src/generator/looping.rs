@@ -13,8 +13,10 @@
 //! Repeat `k` is a pure function of (settings, meter, k): it is computed by chaining from
 //! the hook, so a bar sounds the same whether reached by playing through or by jumping.
 
+use super::form::ChordSource;
 use super::hooks::{HookBank, Variations};
 use super::{GenSettings, Generator, PHRASE_BARS, Phrase, PhraseRequest, render_phrase};
+use crate::model::grid::bar_ticks;
 use crate::music::{BeatNote, Meter, SeedRng};
 
 /// Loop lengths a producer can pick, in bars (0 = loop mode off).
@@ -25,10 +27,12 @@ const PITCH_CHANGE_AT_FULL: f32 = 0.4;
 const REWRITE_FROM: f32 = 0.6;
 
 /// The settings that shape the loop (everything but the repeat count).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct LoopKey {
     settings: GenSettings,
     meter: Meter,
+    /// The chords under the loop's bars (per tick; empty with *Chord fit* 0 or no chords).
+    chords: Vec<u16>,
 }
 
 /// Remembers the latest repeat computed, so playing on costs one step per repeat.
@@ -62,32 +66,44 @@ impl LoopPlayer {
         &self.variations
     }
 
-    /// The notes of `bar_index` in loop mode (`settings.loop_bars > 0`).
+    /// The notes of `bar_index` in loop mode (`settings.loop_bars > 0`). The hook sits on
+    /// the chords under the repeat being played (with a progression that fits the loop,
+    /// the same chords every time round; when they change, the hook is written again).
     pub fn bar(
         &mut self,
         generator: &mut dyn Generator,
         settings: GenSettings,
         meter: Meter,
         bar_index: i64,
+        chords: &dyn ChordSource,
     ) -> Vec<BeatNote> {
         let length = settings.loop_bars.max(1) as i64;
         let repeat = bar_index.div_euclid(length).max(0);
-        let key = LoopKey { settings, meter };
+        let chords = match settings.chord_fit > 0.0 {
+            true => chords.ticks(repeat * length, length as usize, meter),
+            false => Vec::new(),
+        };
+        let key = LoopKey {
+            settings,
+            meter,
+            chords,
+        };
         if self.hook.as_ref().is_none_or(|(k, _)| *k != key) {
             // Slot A or the start of the song's first section, varied / morphed as asked.
             let slots = self.slots.slots();
-            let hook = (self.variations).loop_hook(generator, settings, meter, &slots);
+            let (v, chords) = (&mut self.variations, &key.chords);
+            let hook = v.loop_hook(generator, settings, meter, &slots, chords);
             self.hook = Some((key, hook));
             self.latest = None;
         }
-        let (_, hook) = self.hook.as_ref().expect("just written");
+        let (key, hook) = self.hook.as_ref().expect("just written");
         let (mut at, mut bars) = match self.latest.take() {
             Some((k, bars)) if k <= repeat => (k, bars),
             _ => (0, hook.clone()),
         };
         while at < repeat {
             at += 1;
-            evolve(generator, &mut bars, settings, meter, at);
+            evolve(generator, &mut bars, settings, meter, &key.chords, at);
         }
         let notes = bars[bar_index.rem_euclid(length) as usize].clone();
         self.latest = Some((at, bars));
@@ -96,13 +112,14 @@ impl LoopPlayer {
 }
 
 /// `count` bars from phrase `first_phrase` on, through the same path as the rest of the
-/// plugin (so the hook is what Generate mode would have played first).
+/// plugin, over `chords` (per tick from the first bar).
 fn write_bars(
     generator: &mut dyn Generator,
     settings: GenSettings,
     meter: Meter,
     first_phrase: i64,
     count: usize,
+    chords: &[u16],
 ) -> Phrase {
     let mut bars = Vec::with_capacity(count);
     let mut phrase_index = first_phrase;
@@ -114,7 +131,9 @@ fn write_bars(
             bars: PHRASE_BARS,
             context: &[],
             shape: Default::default(),
-            chords: &[],
+            chords: chords
+                .get(bars.len() * bar_ticks(meter) as usize..)
+                .unwrap_or(&[]),
         };
         bars.extend(render_phrase(generator, &request));
         phrase_index += 1;
@@ -123,12 +142,13 @@ fn write_bars(
     bars
 }
 
-/// Turns repeat `repeat - 1` into repeat `repeat`.
+/// Turns repeat `repeat - 1` into repeat `repeat` (over the loop's `chords`).
 fn evolve(
     generator: &mut dyn Generator,
     bars: &mut Phrase,
     settings: GenSettings,
     meter: Meter,
+    chords: &[u16],
     repeat: i64,
 ) {
     let amount = settings.evolve.clamp(0.0, 1.0);
@@ -140,7 +160,10 @@ fn evolve(
     if rng.next_f32() < rewrite_chance {
         let which = (rng.next_u64() % bars.len() as u64) as usize;
         // Fresh material from phrases no repeat of the hook uses.
-        let fresh = write_bars(generator, settings, meter, 1_000 + repeat, 1);
+        let under = chords
+            .get(which * bar_ticks(meter) as usize..)
+            .unwrap_or(&[]);
+        let fresh = write_bars(generator, settings, meter, 1_000 + repeat, 1, under);
         bars[which] = fresh.into_iter().next().unwrap_or_default();
     }
     // About 40% × Evolve of the notes move, never more than half of Evolve (≤ 25% at 0.5).
@@ -203,6 +226,7 @@ fn scale_step(settings: GenSettings, pitch: u8, up: bool, low: u8, high: u8) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generator::form::SongChords;
     use crate::generator::loader::embedded_markov;
 
     fn loop_settings(bars: u8, evolve: f32) -> GenSettings {
@@ -217,7 +241,7 @@ mod tests {
     fn play(settings: GenSettings, bars: std::ops::Range<i64>) -> Vec<Vec<BeatNote>> {
         let mut g = embedded_markov();
         let mut player = LoopPlayer::default();
-        bars.map(|b| player.bar(g.as_mut(), settings, Meter::new(4, 4), b))
+        bars.map(|b| player.bar(g.as_mut(), settings, Meter::new(4, 4), b, &SongChords(&[])))
             .collect()
     }
 
@@ -270,7 +294,13 @@ mod tests {
         let mut g = embedded_markov();
         let mut player = LoopPlayer::default();
         for bar in [37i64, 5, 46, 12] {
-            let jumped = player.bar(g.as_mut(), settings, Meter::new(4, 4), bar);
+            let jumped = player.bar(
+                g.as_mut(),
+                settings,
+                Meter::new(4, 4),
+                bar,
+                &SongChords(&[]),
+            );
             assert_eq!(jumped, through[bar as usize], "bar {bar}");
         }
         // High Evolve rewrites whole bars: the loop really drifts.

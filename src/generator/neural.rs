@@ -12,10 +12,12 @@
 
 use super::{Generator, Phrase, PhraseRequest};
 use crate::model::copyguard::CopyGuard;
-use crate::model::grid::{TPQ, bar_ticks};
+use crate::model::grid::{TPQ, bar_ticks, strong_beat_ticks, strong_tail_start};
 use crate::model::lstm::{Lstm, LstmState};
 use crate::model::lstm_fast::{FastLstm, FastState, Precision};
-use crate::model::sampler::{PitchRules, SamplerConfig, duration_bias, pitch_bias, sample};
+use crate::model::sampler::{
+    PitchRules, SamplerConfig, chord_bonus, duration_bias, pitch_bias, sample,
+};
 use crate::model::tokenizer::{
     BOS, Onset, PAD, STRAIN_BARS, Style, cond_tokens, key_pitch_token, relative_chord, ticks_token,
     token_key_pitch, token_ticks,
@@ -24,11 +26,6 @@ use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, load_model};
 use crate::music::{BeatNote, Key, Meter, SeedRng};
 use anyhow::{Context, Result};
 use std::path::Path;
-
-/// Logit bonus of chord tones at *Chord fit* 1, on strong beats and elsewhere: strong
-/// beats land on the chord; passing and neighbour tones stay between them.
-const STRONG_BEAT_FIT: f32 = 6.0;
-const WEAK_BEAT_FIT: f32 = 1.0;
 
 /// How many notes of context (the producer's, or the melody's own) the model reads.
 const MAX_CONTEXT_NOTES: usize = 64;
@@ -312,11 +309,7 @@ fn decode(
             cadence,
             last_two: (n >= 2).then(|| (recent[n - 2], recent[n - 1])),
             chord: chord_at(t as i64),
-            chord_bonus: if pos.is_multiple_of(strong) {
-                STRONG_BEAT_FIT * fit
-            } else {
-                WEAK_BEAT_FIT * fit
-            },
+            chord_bonus: chord_bonus(fit, pos, strong),
             beta,
             motif: motif.map(|e| e.1),
             motif_weight: cfg.motif,
@@ -358,22 +351,6 @@ fn decode(
         t += ticks;
     }
     Ok(phrase)
-}
-
-/// Ticks between strong beats: half a bar in duple meters (beats 1 and 3 of 4/4, 1 and 4
-/// of 6/8), else the whole bar.
-pub fn strong_beat_ticks(meter: Meter) -> u32 {
-    let bar = bar_ticks(meter);
-    if meter.numerator.is_multiple_of(2) {
-        bar / 2
-    } else {
-        bar
-    }
-}
-
-/// Where the last strong beat of a bar starts (ticks): where a cadence note goes.
-pub fn strong_tail_start(meter: Meter) -> u32 {
-    bar_ticks(meter) - strong_beat_ticks(meter)
 }
 
 /// Masks the pitches that would complete a run copied from a training tune (see

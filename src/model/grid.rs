@@ -39,6 +39,22 @@ pub fn bar_ticks(meter: Meter) -> u32 {
     ((meter.beats_per_bar() * TPQ as f64).round() as u32).max(1)
 }
 
+/// Ticks between strong beats: half a bar in duple meters (beats 1 and 3 of 4/4, 1 and 4
+/// of 6/8), else the whole bar.
+pub fn strong_beat_ticks(meter: Meter) -> u32 {
+    let bar = bar_ticks(meter);
+    if meter.numerator.is_multiple_of(2) {
+        bar / 2
+    } else {
+        bar
+    }
+}
+
+/// Where the last strong beat of a bar starts (ticks): where a cadence note goes.
+pub fn strong_tail_start(meter: Meter) -> u32 {
+    bar_ticks(meter) - strong_beat_ticks(meter)
+}
+
 /// One note or rest on the grid: onset tick, duration token (index into `DURATIONS`), pitch.
 #[derive(Debug, Clone, Copy)]
 pub struct GridEvent {

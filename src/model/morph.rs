@@ -14,7 +14,7 @@
 
 use super::copyguard::{CopyGuard, melody_line};
 use super::grid::TPQ;
-use super::variation::{DecodeRules, Encoded, Lean, ORIGINAL_TRIES, VaeModel, morph, shifted};
+use super::variation::{DecodeRules, Encoded, Lean, ORIGINAL_TRIES, VaeModel, cut, morph, shifted};
 use crate::midi::MelodyNote;
 use crate::music::SeedRng;
 use anyhow::Result;
@@ -138,10 +138,11 @@ impl MorphPath {
                 self.leans[1][k].weighted(LEAN * t),
             ];
             let shift = k as f64 * self.segment;
+            let rules = rules.from_tick((shift * TPQ as f64).round() as u32);
             let mut found: Vec<Decoding> = (0..CANDIDATES)
                 .map(|c| {
                     let rng = SeedRng::derive(&[self.seed, i as u64, k as u64, c, draw]);
-                    let notes = vae.decode_one(z, code.context, rules, rng, &leans);
+                    let notes = vae.decode_one(z, code.context, &rules, rng, &leans);
                     let to = [&a[k], &b[k]].map(|end| note_edit_distance(&notes, end));
                     let rank = rank(to, [prev.to_a[k], prev.to_b[k]], a_to_b[k], t);
                     let notes = shifted(notes, shift);
@@ -209,21 +210,6 @@ fn rank(to: [usize; 2], prev: [usize; 2], a_to_b: usize, t: f32) -> (usize, f32)
         + to[0].saturating_sub(a_to_b);
     let share = to[0] as f32 / (to[0] + to[1]).max(1) as f32;
     (breaks, (share - t).abs())
-}
-
-/// `notes` cut into `segments` segments of `segment` quarter notes, each from its start.
-fn cut(notes: &[MelodyNote], segment: f64, segments: usize) -> Vec<Vec<MelodyNote>> {
-    let mut cut = vec![Vec::new(); segments];
-    for n in notes {
-        let k = (n.start / segment + 1e-6).floor() as usize;
-        if let Some(part) = cut.get_mut(k) {
-            part.push(MelodyNote {
-                start: n.start - k as f64 * segment,
-                ..*n
-            });
-        }
-    }
-    cut
 }
 
 /// A morph heard in `count` phrases: A decoded, the path's points, B decoded in A's

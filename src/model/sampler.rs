@@ -54,6 +54,22 @@ impl Cadence {
     }
 }
 
+/// Logit bonus of chord tones at *Chord fit* 1, on strong beats and elsewhere: strong
+/// beats land on the chord; passing and neighbour tones stay between them.
+const STRONG_BEAT_FIT: f32 = 6.0;
+const WEAK_BEAT_FIT: f32 = 1.0;
+
+/// The chord-tone bonus ([`PitchRules::chord_bonus`]) at `pos` ticks into a bar whose strong
+/// beats are `strong` ticks apart ([`super::grid::strong_beat_ticks`]), at *Chord fit* `fit`.
+pub fn chord_bonus(fit: f32, pos: u32, strong: u32) -> f32 {
+    let per_fit = if pos.is_multiple_of(strong.max(1)) {
+        STRONG_BEAT_FIT
+    } else {
+        WEAK_BEAT_FIT
+    };
+    per_fit * fit.clamp(0.0, 1.0)
+}
+
 /// Degrees (semitones above the tonic) a cadence may rest on under a chord without them.
 const STABLE: [u8; 5] = [0, 2, 3, 4, 7];
 

@@ -16,8 +16,8 @@
 //! (the plugin then falls back to the LSTM).
 
 use super::copyguard::{CopyGuard, melody_line};
-use super::grid::{TPQ, duration_token};
-use super::sampler::{PitchRules, duration_bias, pitch_bias, sample};
+use super::grid::{TPQ, duration_token, strong_beat_ticks};
+use super::sampler::{PitchRules, chord_bonus, duration_bias, pitch_bias, sample};
 use super::segment::{onsets, segment_ticks, segments};
 use super::tokenizer::{
     BOS, NoteSeq, PAD, REST, Style, TokenSeq, VOCAB, cond_tokens, dur_token, encode,
@@ -80,7 +80,7 @@ pub struct Encoded {
 
 /// The producer's masks and the sampling temperature for decoding.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodeRules {
+pub struct DecodeRules<'a> {
     /// Register, MIDI notes (inclusive).
     pub low: u8,
     pub high: u8,
@@ -89,9 +89,11 @@ pub struct DecodeRules {
     /// 0 = the decoder's most likely note at every step.
     pub temperature: f32,
     pub top_p: f32,
+    /// The chords the notes sit on (*Chord fit*), as the LSTM's sampler does.
+    pub chords: ChordFit<'a>,
 }
 
-impl DecodeRules {
+impl DecodeRules<'_> {
     /// No masks, most likely notes: what the model itself reconstructs (measurements).
     pub fn exact() -> Self {
         Self {
@@ -100,11 +102,23 @@ impl DecodeRules {
             scale_lock: false,
             temperature: 0.0,
             top_p: 1.0,
+            chords: ChordFit::default(),
+        }
+    }
+
+    /// The same rules for the part of the phrase from `tick` on (a segment's).
+    pub fn from_tick(&self, tick: u32) -> Self {
+        Self {
+            chords: ChordFit {
+                ticks: self.chords.ticks.get(tick as usize..).unwrap_or(&[]),
+                ..self.chords
+            },
+            ..*self
         }
     }
 }
 
-impl Default for DecodeRules {
+impl Default for DecodeRules<'_> {
     fn default() -> Self {
         Self {
             low: 48,
@@ -112,6 +126,38 @@ impl Default for DecodeRules {
             scale_lock: true,
             temperature: 0.3,
             top_p: 0.95,
+            chords: ChordFit::default(),
+        }
+    }
+}
+
+/// Chords under a decoded phrase: a logit bonus for their tones, larger on strong beats
+/// ([`chord_bonus`]), next to the scale mask; never a snap.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ChordFit<'a> {
+    /// One pitch-class mask per tick from the phrase's first bar line (0 = no chord; see
+    /// `generator::PhraseRequest::chords`); empty: no chords.
+    pub ticks: &'a [u16],
+    /// *Chord fit*, 0..=1.
+    pub fit: f32,
+    /// Ticks between strong beats ([`strong_beat_ticks`]).
+    pub strong: u32,
+}
+
+impl<'a> ChordFit<'a> {
+    pub fn new(ticks: &'a [u16], fit: f32, meter: Meter) -> Self {
+        Self {
+            ticks,
+            fit,
+            strong: strong_beat_ticks(meter),
+        }
+    }
+
+    /// The chord sounding `pos` ticks into the phrase (or segment) and its tones' bonus.
+    fn at(&self, pos: u32) -> (u16, f32) {
+        match self.ticks.get(pos as usize) {
+            Some(&chord) if chord != 0 => (chord, chord_bonus(self.fit, pos, self.strong)),
+            _ => (0, 0.0),
         }
     }
 }
@@ -206,14 +252,39 @@ impl VaeModel {
         rules: &DecodeRules,
         seed: u64,
     ) -> Result<Vec<MelodyNote>> {
-        let segment = self.segment_ticks(phrase.context.meter) as f64 / TPQ as f64;
+        self.decode_leaning(phrase, rules, seed, &[])
+    }
+
+    /// [`VaeModel::decode`], segment `k` leaning towards `leans[k]` (none past its end).
+    pub fn decode_leaning(
+        &self,
+        phrase: &Encoded,
+        rules: &DecodeRules,
+        seed: u64,
+        leans: &[Lean],
+    ) -> Result<Vec<MelodyNote>> {
+        let ticks = self.segment_ticks(phrase.context.meter);
         let mut notes = Vec::new();
         for (k, z) in phrase.codes.iter().enumerate() {
             let rng = SeedRng::derive(&[seed, k as u64]);
-            let one = self.decode_one(z, phrase.context, rules, rng, &[]);
-            notes.extend(shifted(one, k as f64 * segment));
+            let rules = rules.from_tick(k as u32 * ticks);
+            let lean = leans.get(k).map(std::slice::from_ref).unwrap_or(&[]);
+            let one = self.decode_one(z, phrase.context, &rules, rng, lean);
+            notes.extend(shifted(one, (k as u32 * ticks) as f64 / TPQ as f64));
         }
         Ok(notes)
+    }
+
+    /// A [`Lean`] of `weight` towards each segment of `notes` (quarter notes from the
+    /// phrase's start), for [`VaeModel::decode_leaning`].
+    pub fn leans(&self, notes: &[MelodyNote], ctx: PhraseContext, weight: f32) -> Vec<Lean> {
+        let segment = self.segment_ticks(ctx.meter) as f64 / TPQ as f64;
+        let count = notes
+            .last()
+            .map_or(0, |n| (n.start / segment + 1e-6) as usize + 1);
+        (cut(notes, segment, count).iter())
+            .map(|part| Lean::new(part, ctx.key, weight))
+            .collect()
     }
 
     /// The notes of one segment decoded from `z` (quarter notes from its start), leaning
@@ -242,6 +313,21 @@ impl VaeModel {
             })
             .collect()
     }
+}
+
+/// `notes` cut into `segments` segments of `segment` quarter notes, each from its start.
+pub fn cut(notes: &[MelodyNote], segment: f64, segments: usize) -> Vec<Vec<MelodyNote>> {
+    let mut cut = vec![Vec::new(); segments];
+    for n in notes {
+        let k = (n.start / segment + 1e-6).floor() as usize;
+        if let Some(part) = cut.get_mut(k) {
+            part.push(MelodyNote {
+                start: n.start - k as f64 * segment,
+                ..*n
+            });
+        }
+    }
+    cut
 }
 
 /// `notes` moved `beats` later (a segment's notes into its phrase).
@@ -307,23 +393,24 @@ impl Lean {
 pub(super) const ORIGINAL_TRIES: u64 = 4;
 
 impl VaeModel {
-    /// [`VaeModel::decode`], drawn again with the next seeds (up to [`ORIGINAL_TRIES`]
-    /// decodings) while the notes repeat [`COPY_NOTES`](super::copyguard::COPY_NOTES) notes
-    /// of a training tune verbatim,
-    /// as the LSTM's originality guard forbids.
+    /// [`VaeModel::decode_leaning`], drawn again with the next seeds (up to
+    /// [`ORIGINAL_TRIES`] decodings) while the notes repeat
+    /// [`COPY_NOTES`](super::copyguard::COPY_NOTES) notes of a training tune verbatim, as
+    /// the LSTM's originality guard forbids.
     pub fn decode_original(
         &self,
         phrase: &Encoded,
         rules: &DecodeRules,
         seed: u64,
+        leans: &[Lean],
         guard: &CopyGuard,
     ) -> Result<Vec<MelodyNote>> {
-        let mut notes = self.decode(phrase, rules, seed)?;
+        let mut notes = self.decode_leaning(phrase, rules, seed, leans)?;
         for retry in 1..ORIGINAL_TRIES {
             if !guard.copies(&melody_line(&notes)) {
                 break;
             }
-            notes = self.decode(phrase, rules, seed.wrapping_add(retry))?;
+            notes = self.decode_leaning(phrase, rules, seed.wrapping_add(retry), leans)?;
         }
         Ok(notes)
     }
@@ -347,13 +434,18 @@ pub fn decode_segment(
     for tok in [BOS, cond[0], cond[1], cond[2]] {
         out.push(tok, Default::default());
     }
-    let pitch_rules = PitchRules::plain(&key, rules.scale_lock, rules.low, rules.high);
+    let mut pitch_rules = PitchRules::plain(&key, rules.scale_lock, rules.low, rules.high);
     let mut state = vae.scratch();
     vae.start(z, cond, &mut state);
     let (mut bias, mut scratch) = (vec![0.0; VOCAB], Vec::new());
     let (mut prev, mut pos) = ((BOS, PAD), 0);
     while pos < ticks && out.len() < 4 + 2 * MAX_SEGMENT_NOTES {
         let logits = vae.step(prev.0, prev.1, pos as usize, &mut state);
+        // The chord bonus goes on the decoder's own logits, before the temperature: the
+        // decoder is sure of itself (it reconstructs), and at its temperatures (0.15–0.45)
+        // the LSTM's bonus added after them would barely move it.
+        let (chord, bonus) = rules.chords.at(pos);
+        (pitch_rules.chord, pitch_rules.chord_bonus) = (chord, bonus / rules.temperature.max(1e-3));
         pitch_bias(&mut bias, &pitch_rules);
         for (lean, (pitch, _)) in leans.iter().filter_map(|l| Some((l, l.at(pos)?))) {
             bias[pitch as usize] += lean.weight;
@@ -466,6 +558,7 @@ pub fn morph(a: &Encoded, b: &Encoded, t: f32) -> Encoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::grid::bar_ticks;
     use crate::music::{PitchClass, Scale};
 
     /// A tiny untrained VAE, saved and loaded back as the plugin would load a shipped one.
@@ -568,6 +661,43 @@ mod tests {
     }
 
     #[test]
+    fn chord_fit_puts_strong_beats_on_the_chord() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let model = tiny(dir.path())?;
+        let ctx = context();
+        let code = model.encode(&hook(), ctx)?;
+        // F major (F A C) for two bars, then G minor (G B♭ D): one mask per tick.
+        let bar = bar_ticks(ctx.meter) as usize;
+        let (f, g) = (1 << 5 | 1 << 9 | 1, 1 << 7 | 1 << 10 | 1 << 2);
+        let chords: Vec<u16> = (0..4 * bar)
+            .map(|t| if t < 2 * bar { f } else { g })
+            .collect();
+        let strong = strong_beat_ticks(ctx.meter) as f64 / TPQ as f64;
+        // Notes on strong beats that are tones of the chord under them, as a share.
+        let on_chord = |fit: f32| -> Result<f64> {
+            let rules = DecodeRules {
+                temperature: 1.0,
+                chords: ChordFit::new(&chords, fit, ctx.meter),
+                ..DecodeRules::default()
+            };
+            let (mut hits, mut total) = (0, 0);
+            for seed in 0..16 {
+                for n in model.decode(&vary(&code, 0.3, seed), &rules, seed)? {
+                    let tick = (n.start * TPQ as f64).round() as usize;
+                    if (n.start / strong).fract().abs() < 1e-9 {
+                        total += 1;
+                        hits += usize::from(chords[tick] >> (n.pitch % 12) & 1 == 1);
+                    }
+                }
+            }
+            Ok(hits as f64 / total.max(1) as f64)
+        };
+        let (with, without) = (on_chord(1.0)?, on_chord(0.0)?);
+        assert!(with > 0.9 && with > without + 0.2, "{with} vs {without}");
+        Ok(())
+    }
+
+    #[test]
     fn vary_and_morph_stay_in_the_scale_and_register() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let model = tiny(dir.path())?;
@@ -580,6 +710,7 @@ mod tests {
             scale_lock: true,
             temperature: 1.0,
             top_p: 1.0,
+            chords: ChordFit::default(),
         };
         let far = vary(&hook_a, 1.0, 9);
         let mut notes = Vec::new();

@@ -289,7 +289,7 @@ fn phrase_context(opts: &VaeDecode, notes: &[MelodyNote]) -> Result<PhraseContex
     })
 }
 
-fn rules(opts: &VaeDecode) -> DecodeRules {
+fn rules(opts: &VaeDecode) -> DecodeRules<'static> {
     DecodeRules {
         low: opts.low,
         high: opts.high,
