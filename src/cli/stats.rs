@@ -19,7 +19,9 @@ use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::morph::MorphPath;
 use crate::model::tokenizer::{Style, melody_key};
 use crate::model::train::load_corpus;
-use crate::model::variation::{DecodeRules, Encoded, PhraseContext, VaeModel, prior_sample};
+use crate::model::variation::{
+    ChordFit, DecodeRules, Encoded, PhraseContext, VaeModel, prior_sample,
+};
 use crate::music::SeedRng;
 use crate::music::chord::{Progression, transpose_mask};
 use crate::music::{Key, Meter, PitchClass, Scale};
@@ -83,8 +85,9 @@ pub enum Source {
     VaeMorph,
 }
 
-/// `played` replaced by what the VAE writes for `source` (the LSTM's own piece for `Lstm`).
-/// `other` writes a second piece for the morph's far end.
+/// `played` replaced by what the VAE writes for `source` (the LSTM's own piece for `Lstm`),
+/// over `chords` (per tick; empty: none) at the settings' *Chord fit*. `other` writes a
+/// second piece for the morph's far end.
 #[allow(clippy::too_many_arguments)]
 fn from_source(
     source: Source,
@@ -93,6 +96,7 @@ fn from_source(
     settings: GenSettings,
     meter: Meter,
     played: Vec<MelodyNote>,
+    chords: &[u16],
     k: usize,
     other: impl FnOnce() -> Vec<MelodyNote>,
 ) -> Result<Vec<MelodyNote>> {
@@ -109,6 +113,7 @@ fn from_source(
         low,
         high,
         scale_lock,
+        chords: ChordFit::new(chords, settings.chord_fit, meter),
         ..DecodeRules::default()
     };
     if source == Source::VaePrior {
@@ -235,9 +240,6 @@ pub fn run(args: Args) -> Result<()> {
         (_, Some(dir)) => Some(VaeModel::load_dir(dir)?),
         (_, None) => Some(VaeModel::load(EMBEDDED_VAE_CONFIG, EMBEDDED_VAE_WEIGHTS)?),
     };
-    if args.with_chords && vae.is_some() {
-        bail!("--with-chords measures the LSTM's chord fit; use it with --source lstm");
-    }
     let (tunes, _) = load_corpus(&args.midi_dirs)?;
     let mut corpus_paths = Vec::new();
     let corpus: Vec<Line> = tunes
@@ -264,21 +266,23 @@ pub fn run(args: Args) -> Result<()> {
         let (settings, meter) = piece_settings(k, style, args.form);
         let key = settings.key;
         // The same path as the plugin and `melodist generate`: form, continuity, cadences.
-        let played = generate_with(generator.as_mut(), settings, meter, args.bars, &[]);
+        let lstm = generate_with(generator.as_mut(), settings, meter, args.bars, &[]);
         let other = |g: &mut dyn Generator| {
             let seed = settings.seed + 50_000;
             generate_with(g, GenSettings { seed, ..settings }, meter, args.bars, &[])
         };
         let (source, vae) = (args.source, vae.as_ref().map(|v| (v, &guard)));
+        let (g, lock) = (generator.as_mut(), args.scale_lock);
         let played = from_source(
             source,
             vae,
-            args.scale_lock,
+            lock,
             settings,
             meter,
-            played,
+            lstm.clone(),
+            &[],
             k,
-            || other(generator.as_mut()),
+            || other(g),
         )?;
         pieces.push(Piece::new(key, meter, &played, 0.0, args.bars));
         generated.push(Line {
@@ -293,7 +297,15 @@ pub fn run(args: Args) -> Result<()> {
                 chord_fit: args.chord_fit,
                 ..settings
             };
-            let over = generate_with(generator.as_mut(), with, meter, args.bars, &chords);
+            let over = match vae {
+                // The same codes decoded over the chords.
+                Some(_) => {
+                    let g = generator.as_mut();
+                    let (lstm, chords) = (lstm.clone(), &chords);
+                    from_source(source, vae, lock, with, meter, lstm, chords, k, || other(g))?
+                }
+                None => generate_with(generator.as_mut(), with, meter, args.bars, &chords),
+            };
             tones_with.add(&over, &chords, meter);
             tones_without.add(&played, &chords, meter);
         }

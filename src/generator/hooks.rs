@@ -713,7 +713,7 @@ mod tests {
             hits as f64 / total as f64
         };
         let (with, without) = (on_chord(&chords), on_chord(&[]));
-        assert!(with >= 0.8 && with > without + 0.2, "{with} vs {without}");
+        assert!(with >= 0.9 && with > without + 0.3, "{with} vs {without}");
     }
 
     #[test]
