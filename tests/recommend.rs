@@ -6,8 +6,8 @@ use melodist::presets::PresetLibrary;
 use melodist::recommend::eval::{self, Metrics};
 use melodist::recommend::sim::{self, SimConfig};
 use melodist::recommend::{
-    Catalogue, ContentBased, Context, Dataset, Feedback, Hybrid, HybridWeights, ItemCf, Popularity,
-    RandomBaseline, Recommender, SessionKnn, all_recommenders,
+    Catalogue, ContentBased, Context, ContextPopularity, Dataset, Feedback, Hybrid, HybridWeights,
+    ItemCf, Popularity, RandomBaseline, Recommender, SessionKnn, all_recommenders,
 };
 use melodist::sessions::{Event, EventKind, Session, SessionContext, SessionLog};
 
@@ -232,6 +232,13 @@ fn hybrid_personalises_and_falls_back_at_cold_start() {
     assert!(
         recs.iter().all(|r| !r.explanation.contains("you kept")),
         "nothing personal to cite: {recs:?}"
+    );
+    // With no history of its own, it ranks as context popularity does, ties included.
+    let context_pop = fitted(ContextPopularity::default(), &log);
+    let everything = hybrid.catalogue().items.len();
+    assert_eq!(
+        top_ids(&hybrid, &stranger, everything),
+        top_ids(&context_pop, &stranger, everything)
     );
 }
 

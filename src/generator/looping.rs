@@ -10,8 +10,9 @@
 //! - above 0.6, one bar per repeat may be replaced by a newly written one (chance rising to
 //!   1 at Evolve 1), so the loop drifts towards a new hook.
 //!
-//! Repeat `k` is a pure function of (settings, meter, k): it is computed by chaining from
-//! the hook, so a bar sounds the same whether reached by playing through or by jumping.
+//! Repeat `k` is a pure function of (settings, meter, k, the chords under it): it is
+//! computed by chaining from the hook, so a bar sounds the same whether reached by playing
+//! through or by jumping.
 
 use super::form::ChordSource;
 use super::hooks::{HookBank, Variations};
