@@ -39,6 +39,8 @@ struct LoopKey {
 /// Remembers the latest repeat computed, so playing on costs one step per repeat.
 pub struct LoopPlayer {
     hook: Option<(LoopKey, Phrase)>,
+    /// The repeat whose chords the hook was written over.
+    chords_from: i64,
     latest: Option<(i64, Phrase)>,
     /// Builds repeat 0 from the slots, Vary and Morph (see [`super::hooks`]).
     variations: Variations,
@@ -56,6 +58,7 @@ impl LoopPlayer {
     pub fn new(variations: Variations, slots: HookBank) -> Self {
         Self {
             hook: None,
+            chords_from: 0,
             latest: None,
             variations,
             slots,
@@ -68,8 +71,12 @@ impl LoopPlayer {
     }
 
     /// The notes of `bar_index` in loop mode (`settings.loop_bars > 0`). The hook sits on
-    /// the chords under the repeat being played (with a progression that fits the loop,
-    /// the same chords every time round; when they change, the hook is written again).
+    /// the chords when the progression goes round with the loop (the same chords under
+    /// this repeat and the next; when they change, the hook is written again from the next
+    /// pass on, so it is rewritten at most once per pass however often chords arrive).
+    /// Under a
+    /// progression that does not fit the loop a fixed hook cannot sit on every pass, and
+    /// rewriting it each pass would stop it being a loop, so it ignores the chords.
     pub fn bar(
         &mut self,
         generator: &mut dyn Generator,
@@ -80,10 +87,21 @@ impl LoopPlayer {
     ) -> Vec<BeatNote> {
         let length = settings.loop_bars.max(1) as i64;
         let repeat = bar_index.div_euclid(length).max(0);
+        let under = |repeat: i64| chords.ticks(repeat * length, length as usize, meter);
         let chords = match settings.chord_fit > 0.0 {
-            true => chords.ticks(repeat * length, length as usize, meter),
-            false => Vec::new(),
+            true => Some(under(repeat)).filter(|c| *c == under(repeat + 1)),
+            false => None,
         };
+        let mut chords = chords.unwrap_or_default();
+        // Chords that changed within the pass the hook was written for wait for the next
+        // pass (a later repeat, or the same bars again after a host loop or a jump).
+        if let Some((k, _)) = &self.hook
+            && k.settings == settings
+            && k.meter == meter
+            && repeat == self.chords_from
+        {
+            chords.clone_from(&k.chords);
+        }
         let key = LoopKey {
             settings,
             meter,
@@ -95,6 +113,7 @@ impl LoopPlayer {
             let (v, chords) = (&mut self.variations, &key.chords);
             let hook = v.loop_hook(generator, settings, meter, &slots, chords);
             self.hook = Some((key, hook));
+            self.chords_from = repeat;
             self.latest = None;
         }
         let (key, hook) = self.hook.as_ref().expect("just written");
@@ -237,6 +256,44 @@ mod tests {
             evolve,
             ..GenSettings::default()
         }
+    }
+
+    #[test]
+    fn the_hook_sits_on_chords_that_go_round_with_the_loop_only() {
+        let meter = Meter::new(4, 4);
+        let per_bar = bar_ticks(meter) as usize;
+        // C, F, G, Am in C major, a bar each; `period` bars of it, repeating.
+        let progression: [u16; 4] = [
+            0b1001_0001,
+            0b10_0010_0001,
+            0b1000_1000_0100,
+            0b10_0001_0001,
+        ];
+        let song = |period: usize| -> Vec<u16> {
+            (0..16 * per_bar)
+                .map(|t| progression[(t / per_bar) % period])
+                .collect()
+        };
+        // A varied hook (decoded by the VAE, which takes the chords), Evolve 0.
+        let s = GenSettings {
+            vary_step: 1,
+            chord_fit: 1.0,
+            ..loop_settings(4, 0.0)
+        };
+        let hear = |chords: &[u16]| {
+            let mut g = embedded_markov();
+            let mut player = LoopPlayer::new(Variations::load(), HookBank::default());
+            (0..12)
+                .map(|b| player.bar(g.as_mut(), s, meter, b, &SongChords(chords)))
+                .collect::<Vec<_>>()
+        };
+        let (none, fits, off) = (hear(&[]), hear(&song(4)), hear(&song(3)));
+        assert_ne!(
+            fits, none,
+            "a 4-bar progression under a 4-bar loop is heard"
+        );
+        assert_eq!(fits[..4], fits[4..8], "and the loop still repeats");
+        assert_eq!(off, none, "a 3-bar progression under a 4-bar loop is not");
     }
 
     fn play(settings: GenSettings, bars: std::ops::Range<i64>) -> Vec<Vec<BeatNote>> {
