@@ -585,6 +585,14 @@ mod tests {
         hook_of(pitches, meter, 4)
     }
 
+    /// Slots A and B holding two captured 4-bar hooks in D minor.
+    fn captured(meter: Meter) -> HookSlots {
+        HookSlots {
+            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
+            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
+        }
+    }
+
     fn shipped() -> Variations {
         let v = Variations::load();
         assert_eq!(v.fallback_reason(), None, "the shipped VAE must load");
@@ -604,10 +612,7 @@ mod tests {
     #[test]
     fn morph_ends_are_a_and_b_exactly() {
         let meter = Meter::new(4, 4);
-        let slots = HookSlots {
-            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
-            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
-        };
+        let slots = captured(meter);
         let mut g = embedded_markov();
         let mut v = shipped();
         let mut at = |t| v.loop_hook(g.as_mut(), settings(t, 0), meter, &slots, &[]);
@@ -671,10 +676,7 @@ mod tests {
     #[test]
     fn varied_and_morphed_hooks_sit_on_the_loops_chords() {
         let meter = Meter::new(4, 4);
-        let slots = HookSlots {
-            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
-            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
-        };
+        let slots = captured(meter);
         // Dm | Gm | B♭ | F, one mask per tick.
         let per_bar = bar_ticks(meter) as usize;
         let progression: [u16; 4] = [
@@ -719,10 +721,7 @@ mod tests {
     #[test]
     fn without_the_vae_the_controls_act_on_notes() {
         let meter = Meter::new(4, 4);
-        let slots = HookSlots {
-            a: Some(hook(&[62, 65, 69, 67, 65, 64, 62, 69], meter)),
-            b: Some(hook(&[74, 72, 70, 69, 67, 65, 64, 62], meter)),
-        };
+        let slots = captured(meter);
         let mut v = Variations::none("test");
         let mut g = embedded_markov();
         let (a, b) = (slots.a.as_ref().unwrap(), slots.b.as_ref().unwrap());
