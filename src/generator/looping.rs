@@ -87,34 +87,31 @@ impl LoopPlayer {
     ) -> Vec<BeatNote> {
         let length = settings.loop_bars.max(1) as i64;
         let repeat = bar_index.div_euclid(length).max(0);
-        let under = |repeat: i64| chords.ticks(repeat * length, length as usize, meter);
-        let chords = match settings.chord_fit > 0.0 {
-            true => Some(under(repeat)).filter(|c| *c == under(repeat + 1)),
-            false => None,
-        };
-        let mut chords = chords.unwrap_or_default();
-        // Chords that changed within the pass the hook was written for wait for the next
-        // pass (a later repeat, or the same bars again after a host loop or a jump).
-        if let Some((k, _)) = &self.hook
-            && k.settings == settings
-            && k.meter == meter
-            && repeat == self.chords_from
-        {
-            chords.clone_from(&k.chords);
-        }
-        let key = LoopKey {
-            settings,
-            meter,
-            chords,
-        };
-        if self.hook.as_ref().is_none_or(|(k, _)| *k != key) {
-            // Slot A or the start of the song's first section, varied / morphed as asked.
-            let slots = self.slots.slots();
-            let (v, chords) = (&mut self.variations, &key.chords);
-            let hook = v.loop_hook(generator, settings, meter, &slots, chords);
-            self.hook = Some((key, hook));
-            self.chords_from = repeat;
-            self.latest = None;
+        // Chords that changed within the pass the hook was written for wait for another
+        // pass (a later repeat, or an earlier one after a jump): nothing to read until then.
+        let same_pass = repeat == self.chords_from
+            && (self.hook.as_ref())
+                .is_some_and(|(k, _)| k.settings == settings && k.meter == meter);
+        if !same_pass {
+            let under = |repeat: i64| chords.ticks(repeat * length, length as usize, meter);
+            let chords = match settings.chord_fit > 0.0 {
+                true => Some(under(repeat)).filter(|c| *c == under(repeat + 1)),
+                false => None,
+            };
+            let key = LoopKey {
+                settings,
+                meter,
+                chords: chords.unwrap_or_default(),
+            };
+            if self.hook.as_ref().is_none_or(|(k, _)| *k != key) {
+                // Slot A or the start of the song's first section, varied / morphed as asked.
+                let slots = self.slots.slots();
+                let (v, chords) = (&mut self.variations, &key.chords);
+                let hook = v.loop_hook(generator, settings, meter, &slots, chords);
+                self.hook = Some((key, hook));
+                self.chords_from = repeat;
+                self.latest = None;
+            }
         }
         let (key, hook) = self.hook.as_ref().expect("just written");
         let (mut at, mut bars) = match self.latest.take() {
