@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 /// Stop sending after this long, whatever the counts say.
-const TIME_LIMIT: Duration = Duration::from_secs(120);
+const TIME_LIMIT: Duration = Duration::from_secs(300);
 const BARS: u32 = 4;
 
 async fn generate(client: &Http, addr: SocketAddr, seed: u64) -> (StatusCode, Duration) {
@@ -97,34 +97,67 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
         let deadline = Instant::now() + TIME_LIMIT;
-        let t = Instant::now();
-        let server = start(ServeConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db: dir.path().join("server.db"),
-            models: concat!(env!("CARGO_MANIFEST_DIR"), "/models").into(),
-            ..ServeConfig::default()
-        })
-        .await
-        .expect("server starts");
-        let client: Http = Client::builder(TokioExecutor::new()).build_http();
-        let (status, _) = generate(&client, server.addr, 1).await;
-        assert_eq!(status, StatusCode::OK);
-        println!(
-            "start to first answer: {:.0} ms ({} decode threads, models: {})",
-            t.elapsed().as_secs_f64() * 1e3,
-            server.state.config.threads,
-            (server.state.models.infos.iter())
-                .map(|m| m.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        run(&client, server.addr, 1, 40, deadline).await;
-        run(&client, server.addr, 32, 8, deadline).await;
-        if let Some(mb) = resident_mb() {
-            println!("resident memory (server + client, one process): {mb:.0} MB");
+        // Batch sizes down to no batching (1): three
+        // rounds, alternating, as this machine's speed drifts from minute to minute.
+        let batches = [16, 8, 4, 1];
+        for (round, batch) in (0..3).flat_map(|r| batches.map(|b| (r, b))) {
+            let dir = tempfile::tempdir().unwrap();
+            let t = Instant::now();
+            let server = start(ServeConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+                db: dir.path().join("server.db"),
+                models: concat!(env!("CARGO_MANIFEST_DIR"), "/models").into(),
+                batch,
+                ..ServeConfig::default()
+            })
+            .await
+            .expect("server starts");
+            let client: Http = Client::builder(TokioExecutor::new()).build_http();
+            let (status, _) = generate(&client, server.addr, 1).await;
+            assert_eq!(status, StatusCode::OK);
+            println!(
+                "--batch {batch}: start to first answer {:.0} ms ({} compute threads, models: {})",
+                t.elapsed().as_secs_f64() * 1e3,
+                server.state.config.threads,
+                (server.state.models.infos.iter())
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            run(&client, server.addr, 1, 200, deadline).await;
+            run(&client, server.addr, 32, 32, deadline).await;
+            print_batch_sizes(&client, server.addr).await;
+            if round == 0 && batch == ServeConfig::default().batch {
+                // Later servers in this process would count the earlier ones' leftovers.
+                if let Some(mb) = resident_mb() {
+                    println!("resident memory (server + client, one process): {mb:.0} MB");
+                }
+            }
+            server.stop().await.unwrap();
         }
-        server.stop().await.unwrap();
     });
+}
+
+/// The mean batched step size so far, from the server's own `/metrics`.
+async fn print_batch_sizes(client: &Http, addr: SocketAddr) {
+    let req = Request::builder()
+        .uri(format!("http://{addr}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = client.request(req).await.unwrap().into_body();
+    let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let value = |name: &str| -> f64 {
+        (text.lines())
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        value("melodist_decode_batch_size_sum"),
+        value("melodist_decode_batch_size_count"),
+    );
+    println!(
+        "  decode steps: {count:.0} batches, {:.1} sequences per batch on average",
+        sum / count.max(1.0)
+    );
 }

@@ -20,13 +20,15 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// A server on a free loopback port with its own database; one decode thread.
+/// A server on a free loopback port with its own database; one decode thread, decoding up
+/// to 4 requests at once.
 async fn server(dir: &Path, edit: impl FnOnce(&mut ServeConfig)) -> RunningServer {
     let mut config = ServeConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         db: dir.join("server.db"),
         models: "models".into(),
         threads: 1,
+        batch: 4,
         queue: 8,
         ..ServeConfig::default()
     };
@@ -375,6 +377,45 @@ async fn each_bad_input_gets_a_status_and_a_sentence() {
             .status,
         StatusCode::OK
     );
+}
+
+/// Concurrent requests are decoded together (their network steps batched) and each still
+/// gets the notes it gets alone, on a server that decodes one request at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_batched_and_each_gets_its_own_notes() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let batched = server(dir_a.path(), |c| c.batch = 8).await;
+    let alone = server(dir_b.path(), |c| c.batch = 1).await;
+    let styles = ["reel", "jig", "hornpipe", "chorale"];
+    let requests: Vec<Value> = (0..8)
+        .map(|i| {
+            json!({
+                "bars": 4, "seed": 100 + i, "style": styles[i % 4],
+                "density": 0.3 + 0.1 * i as f64, "chords": "Am F C G"
+            })
+        })
+        .collect();
+    let addr = batched.addr;
+    let tasks: Vec<_> = (requests.iter().cloned())
+        .map(|r| tokio::spawn(async move { post(addr, "/v1/generate", None, r).await }))
+        .collect();
+    for (task, request) in tasks.into_iter().zip(&requests) {
+        let together = task.await.unwrap();
+        assert_eq!(together.status, StatusCode::OK, "{:?}", together.body);
+        let one = post(alone.addr, "/v1/generate", None, request.clone()).await;
+        assert!(!notes_of(&one.json()["notes"]).is_empty());
+        assert_eq!(together.json()["notes"], one.json()["notes"], "{request}");
+    }
+    // Some steps did run for several requests at once.
+    let metrics = String::from_utf8(get(addr, "/metrics", None).await.body.to_vec()).unwrap();
+    let value = |name: &str| -> f64 {
+        (metrics.lines())
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let singles = value("melodist_decode_batch_size_bucket{le=\"1\"}");
+    let steps = value("melodist_decode_batch_size_count");
+    assert!(steps > singles, "no step was batched: {metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,14 +316,23 @@ impl Reader<'_> {
 
 /// The Markov model behind the `Generator` seam.
 pub struct MarkovGenerator {
-    model: MarkovModel,
+    /// Shared between [`MarkovGenerator::replica`]s (the server's decode threads).
+    model: std::sync::Arc<MarkovModel>,
     dist: Vec<f32>,
 }
 
 impl MarkovGenerator {
     pub fn new(model: MarkovModel) -> Self {
         Self {
-            model,
+            model: std::sync::Arc::new(model),
+            dist: vec![0.0; N_PITCH_TOKENS],
+        }
+    }
+
+    /// Another generator on the same (shared) model, with its own scratch.
+    pub fn replica(&self) -> Self {
+        Self {
+            model: self.model.clone(),
             dist: vec![0.0; N_PITCH_TOKENS],
         }
     }

@@ -11,10 +11,11 @@
 //! runs the same loop on it, and the tests check both give the same notes for a seed.
 
 use super::{Generator, Phrase, PhraseRequest};
+use crate::model::batcher::step_in_batch;
 use crate::model::copyguard::CopyGuard;
 use crate::model::grid::{TPQ, bar_ticks, strong_beat_ticks, strong_tail_start};
 use crate::model::lstm::{Lstm, LstmState};
-use crate::model::lstm_fast::{FastLstm, FastState, Precision};
+use crate::model::lstm_fast::{FastLstm, FastState, Precision, StepInput};
 use crate::model::sampler::{
     PitchRules, SamplerConfig, chord_bonus, duration_bias, pitch_bias, sample,
 };
@@ -26,23 +27,29 @@ use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, load_model};
 use crate::music::{BeatNote, Key, Meter, SeedRng};
 use anyhow::{Context, Result};
 use std::path::Path;
+use std::sync::Arc;
 
 /// How many notes of context (the producer's, or the melody's own) the model reads.
 const MAX_CONTEXT_NOTES: usize = 64;
 
+/// The weights are shared (read-only) between [`NeuralGenerator::replica`]s; the state,
+/// sampler and buffers are each generator's own.
 pub struct NeuralGenerator {
     /// The candle network: scoring (`melodist eval`) and the reference decoder.
-    model: Lstm,
+    model: Arc<Lstm>,
     /// The same weights laid out for decoding, and its preallocated state.
-    fast: FastLstm,
+    fast: Arc<FastLstm>,
     state: FastState,
     /// A one-thread pool for the reference decoder: candle's CPU ops would otherwise hop to
     /// rayon's global pool on every token (+50–190 µs of context switches each).
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     pub sampler: SamplerConfig,
     /// Originality guard (empty when the model folder has none).
-    guard: CopyGuard,
+    guard: Arc<CopyGuard>,
     buffers: Buffers,
+    /// Steps are batched with other requests' when run by the server's scheduler (see
+    /// `model::batcher`).
+    batched: bool,
 }
 
 /// Sampling buffers and phrase memory, reused from note to note and phrase to phrase.
@@ -55,6 +62,18 @@ struct Buffers {
     played: Vec<(u32, Option<u8>, u32)>,
     /// (pitch, onset tick) of the notes played, for the originality guard.
     notes: Vec<(u8, u32)>,
+}
+
+impl Buffers {
+    fn new(vocab: usize) -> Self {
+        Self {
+            bias: vec![0.0; vocab],
+            scratch: Vec::with_capacity(vocab),
+            recent: Vec::with_capacity(1024),
+            played: Vec::with_capacity(1024),
+            notes: Vec::with_capacity(1024),
+        }
+    }
 }
 
 /// One step of the network, as [`decode`] needs it: the fast path or the candle reference.
@@ -75,6 +94,30 @@ impl Decoder for Fast<'_> {
     }
     fn step(&mut self, prev_pitch: u32, prev_dur: u32, at: Onset) -> candle_core::Result<&[f32]> {
         Ok(self.0.step(prev_pitch, prev_dur, at, self.1))
+    }
+    fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]> {
+        Ok(self.0.duration_logits(pitch, self.1))
+    }
+}
+
+/// The fast step, batched with other requests' steps by the server's scheduler.
+struct Batched<'a>(&'a FastLstm, &'a mut FastState);
+
+impl Decoder for Batched<'_> {
+    fn start(&mut self, cond: [u32; 3]) -> candle_core::Result<()> {
+        self.0.start(cond, self.1);
+        Ok(())
+    }
+    fn step(&mut self, prev_pitch: u32, prev_dur: u32, at: Onset) -> candle_core::Result<&[f32]> {
+        let input = StepInput {
+            prev_pitch,
+            prev_dur,
+            at,
+        };
+        if !step_in_batch(input, self.1) {
+            self.0.step(prev_pitch, prev_dur, at, self.1);
+        }
+        Ok(self.1.pitch_logits())
     }
     fn duration(&mut self, pitch: u32) -> candle_core::Result<&[f32]> {
         Ok(self.0.duration_logits(pitch, self.1))
@@ -113,31 +156,48 @@ impl NeuralGenerator {
             .num_threads(1)
             .thread_name(|_| "melodist-neural".into())
             .build()?;
-        let vocab = model.config.vocab;
-        let buffers = Buffers {
-            bias: vec![0.0; vocab],
-            scratch: Vec::with_capacity(vocab),
-            recent: Vec::with_capacity(1024),
-            played: Vec::with_capacity(1024),
-            notes: Vec::with_capacity(1024),
-        };
+        let buffers = Buffers::new(model.config.vocab);
         let fast = FastLstm::from_lstm(&model)?;
         let state = fast.state();
         Ok(Self {
-            model,
-            fast,
+            model: Arc::new(model),
+            fast: Arc::new(fast),
             state,
-            pool,
+            pool: Arc::new(pool),
             sampler: SamplerConfig::default(),
-            guard: CopyGuard::default(),
+            guard: Arc::default(),
             buffers,
+            batched: false,
         })
     }
 
     /// Adds the originality guard from the contents of `copyguard.bin`.
     pub fn with_guard(mut self, guard_bytes: &[u8]) -> Result<Self> {
-        self.guard = CopyGuard::from_bytes(guard_bytes)?;
+        self.guard = Arc::new(CopyGuard::from_bytes(guard_bytes)?);
         Ok(self)
+    }
+
+    /// Another generator on the same weights and guard (shared, not copied), with its own
+    /// state, buffers and default sampler: one per server decode thread.
+    pub fn replica(&self) -> Self {
+        let vocab = self.model.config.vocab;
+        Self {
+            model: self.model.clone(),
+            fast: self.fast.clone(),
+            state: self.fast.state(),
+            pool: self.pool.clone(),
+            sampler: SamplerConfig::default(),
+            guard: self.guard.clone(),
+            buffers: Buffers::new(vocab),
+            batched: false,
+        }
+    }
+
+    /// Lets a [`crate::model::batcher::StepScheduler`] batch this generator's steps with
+    /// other decodes' (it must run the same weights: [`NeuralGenerator::shared_fast_model`]).
+    pub fn with_batching(mut self) -> Self {
+        self.batched = true;
+        self
     }
 
     /// How many training windows the originality guard knows (0: no guard).
@@ -170,9 +230,14 @@ impl NeuralGenerator {
         &self.fast
     }
 
+    /// The decoder's weights, for a batcher to run.
+    pub fn shared_fast_model(&self) -> Arc<FastLstm> {
+        self.fast.clone()
+    }
+
     /// Decodes with the weight matrices in `precision` from now on (see [`Precision`]).
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
-        self.fast = FastLstm::with_precision(&self.model, precision)?;
+        self.fast = Arc::new(FastLstm::with_precision(&self.model, precision)?);
         Ok(self)
     }
 
@@ -418,18 +483,30 @@ impl Generator for NeuralGenerator {
             sampler,
             guard,
             buffers,
+            batched,
             ..
         } = self;
-        // The fast decoder cannot fail: the error arm is the reference decoder's.
-        decode(
-            &mut Fast(fast, state),
-            guard,
-            *sampler,
-            buffers,
-            request,
-            rng,
-        )
-        .unwrap_or_else(|err| {
+        // The fast decoders cannot fail: the error arm is the reference decoder's.
+        let phrase = if *batched {
+            decode(
+                &mut Batched(fast, state),
+                guard,
+                *sampler,
+                buffers,
+                request,
+                rng,
+            )
+        } else {
+            decode(
+                &mut Fast(fast, state),
+                guard,
+                *sampler,
+                buffers,
+                request,
+                rng,
+            )
+        };
+        phrase.unwrap_or_else(|err| {
             eprintln!("melodist: neural generator failed ({err}); this phrase is silent");
             vec![Vec::new(); request.bars]
         })

@@ -8,6 +8,7 @@
 //! `metrics.json` and, while running, `checkpoint.*` for resuming.
 
 pub mod adamw;
+pub mod batcher;
 pub mod copyguard;
 pub mod critic;
 pub mod grid;

@@ -14,8 +14,11 @@ pub struct ServeConfig {
     pub db: PathBuf,
     /// Folder with `neural/` and `vae/` (see [`super::models`]).
     pub models: PathBuf,
-    /// Decode threads.
+    /// Decode threads: one per core.
     pub threads: usize,
+    /// Requests one decode thread decodes at once, their network steps batched into one
+    /// matrix-matrix product (see `serve::pool`); 1 decodes one at a time.
+    pub batch: usize,
     /// Decode jobs that may wait; one more gets a 429.
     pub queue: usize,
     /// Largest request body, bytes (a 4,096-note hook is ~300 KB of JSON).
@@ -35,6 +38,7 @@ impl Default for ServeConfig {
             db: PathBuf::from("melodist-server.db"),
             models: PathBuf::from("models"),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch: 4,
             queue: 64,
             body_limit: 512 * 1024,
             request_timeout: Duration::from_secs(30),

@@ -78,9 +78,11 @@ impl AppState {
         let pool = DecodePool::start(
             PoolConfig {
                 threads: config.threads,
+                batch: config.batch,
                 queue: config.queue,
             },
             models.factory(),
+            models.fast_model(),
             metrics.queue_depth.clone(),
             metrics.batch_size.clone(),
         )?;
@@ -168,6 +170,10 @@ pub struct Args {
     /// Decode threads, 1-64 (default: one per core).
     #[arg(long, value_parser = crate::cli::ranged(1..=64usize))]
     pub threads: Option<usize>,
+    /// Requests one decode thread decodes at once, their network steps batched into one
+    /// matrix-matrix product; 1-64, 1 decodes one at a time.
+    #[arg(long, default_value_t = ServeConfig::default().batch, value_parser = crate::cli::ranged(1..=64usize))]
+    pub batch: usize,
     /// Decode jobs that may wait before requests get 429, 1-100000.
     #[arg(long, default_value_t = 64, value_parser = crate::cli::ranged(1..=100_000usize))]
     pub queue: usize,
@@ -254,6 +260,7 @@ fn serve(args: Args) -> Result<()> {
         db: db_path(args.db)?,
         models: args.models,
         threads: args.threads.unwrap_or(ServeConfig::default().threads),
+        batch: args.batch,
         queue: args.queue,
         require_token: args.require_token,
         ..ServeConfig::default()
@@ -265,9 +272,10 @@ fn serve(args: Args) -> Result<()> {
     runtime.block_on(async {
         let server = start(config).await?;
         println!(
-            "melodist serve: listening on http://{} ({} decode threads, ready in {} ms); Ctrl-C stops",
+            "melodist serve: listening on http://{} ({} decode threads, up to {} requests at once on each; ready in {} ms); Ctrl-C stops",
             server.addr,
             server.state.config.threads,
+            server.state.config.batch,
             started.elapsed().as_millis()
         );
         tokio::signal::ctrl_c().await?;

@@ -14,8 +14,13 @@
 use super::error::ApiError;
 use super::pool::WorkerFactory;
 use crate::generator::Generator;
-use crate::generator::loader::{self, EMBEDDED_MARKOV, EMBEDDED_NEURAL_CONFIG, ModelChoice};
+use crate::generator::loader::{
+    self, EMBEDDED_MARKOV, EMBEDDED_NEURAL_CONFIG, LoadedModel, ModelChoice,
+};
+use crate::generator::markov::MarkovGenerator;
+use crate::generator::neural::NeuralGenerator;
 use crate::model::ModelFile;
+use crate::model::lstm_fast::FastLstm;
 use crate::model::variation::{VaeFile, VaeModel};
 use crate::model::{CONFIG_FILE, WEIGHTS_FILE};
 use anyhow::{Context, Result};
@@ -51,8 +56,8 @@ pub enum GeneratorKind {
     Markov,
 }
 
-/// One decode thread's own models (generators keep per-phrase scratch state, so each
-/// thread has its copy; the VAE is read-only and shared).
+/// One decode thread's own generators (they keep per-phrase scratch state) over the
+/// server's shared, read-only weights.
 pub struct Worker {
     pub neural: Box<dyn Generator>,
     pub markov: Box<dyn Generator>,
@@ -68,10 +73,11 @@ impl Worker {
     }
 }
 
-/// What the server loaded.
+/// What the server loaded: the weights, once, and generators the decode threads replicate.
 pub struct Models {
     pub infos: Vec<ModelInfo>,
-    neural: ModelChoice,
+    neural: NeuralGenerator,
+    markov: MarkovGenerator,
     vae: Option<Arc<VaeModel>>,
 }
 
@@ -83,11 +89,11 @@ impl Models {
             .filter(|p| p.is_file())
             .map(|p| p.display().to_string());
         let neural_dir = dir.join("neural");
-        let (neural, config, source) = if neural_dir.join(CONFIG_FILE).is_file() {
+        let (choice, config, source) = if neural_dir.join(CONFIG_FILE).is_file() {
             let config = std::fs::read(neural_dir.join(CONFIG_FILE))
                 .with_context(|| format!("cannot read {}", neural_dir.display()))?;
             let source = neural_dir.display().to_string();
-            (ModelChoice::Path(neural_dir), config, source)
+            (ModelChoice::Path(neural_dir.clone()), config, source)
         } else {
             let config = EMBEDDED_NEURAL_CONFIG.to_vec();
             (ModelChoice::Default, config, "built-in".to_string())
@@ -126,19 +132,41 @@ impl Models {
         } else {
             None
         };
-        Ok(Self { infos, neural, vae })
+        let LoadedModel::Neural(neural) = loader::load_model(&choice)? else {
+            anyhow::bail!(
+                "{} holds a Markov model, not a neural one",
+                neural_dir.display()
+            );
+        };
+        let LoadedModel::Markov(markov) = loader::load_model(&ModelChoice::Markov)? else {
+            unreachable!("ModelChoice::Markov loads a Markov model")
+        };
+        Ok(Self {
+            infos,
+            neural: *neural,
+            markov: MarkovGenerator::new(markov),
+            vae,
+        })
     }
 
-    /// Builds a decode thread's models.
+    /// Builds a decode thread's generators: replicas over the shared weights, whose
+    /// neural steps the thread's scheduler may batch.
     pub fn factory(&self) -> WorkerFactory {
-        let (neural, vae) = (self.neural.clone(), self.vae.clone());
+        let neural = self.neural.replica();
+        let markov = self.markov.replica();
+        let vae = self.vae.clone();
         Arc::new(move || {
             Ok(Worker {
-                neural: loader::load_strict(&neural)?,
-                markov: loader::load_strict(&ModelChoice::Markov)?,
+                neural: Box::new(neural.replica().with_batching()),
+                markov: Box::new(markov.replica()),
                 vae: vae.clone(),
             })
         })
+    }
+
+    /// The neural decoder's weights, which the decode threads' batched steps run.
+    pub fn fast_model(&self) -> Arc<FastLstm> {
+        self.neural.shared_fast_model()
     }
 
     /// The generator a request names (`neural` when it names none), checked against the

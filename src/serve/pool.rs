@@ -3,25 +3,30 @@
 //! async runtime's threads it would stall every other connection, so handlers only queue
 //! a job and await its answer.
 //!
+//! - Each thread runs up to `batch` jobs at once, as coroutines of a
+//!   [`StepScheduler`]: whenever all of them wait for a network step, one batched step
+//!   serves them all (dynamic batching, see `model::batcher`). A job that arrives while
+//!   others decode joins them at their next step; nothing waits for a batch to fill.
 //! - A full queue is refused at once ([`ApiError::busy`], a 429 with `Retry-After`)
 //!   instead of growing: the client learns the server is at capacity while its request
 //!   is still cheap to retry, and memory and latency stay bounded.
 //! - A job that panics becomes a 500 for its own request only: the panic is caught on the
 //!   decode thread, the job's answer channel is dropped (the handler reads that as an
-//!   internal error), and the thread rebuilds its models and takes the next job.
+//!   internal error), and its models are replaced by fresh copies.
 
 use super::error::ApiError;
 use super::models::Worker;
+use crate::model::batcher::{Finished, StepScheduler};
+use crate::model::lstm_fast::FastLstm;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use prometheus::{Histogram, IntGauge};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// A unit of work for a decode thread.
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
-/// Builds one decode thread's models (called once per thread, and again after a panic).
+/// Builds one job slot's models (as a thread starts, and again after a panic).
 pub type WorkerFactory = Arc<dyn Fn() -> anyhow::Result<Worker> + Send + Sync>;
 
 /// Sizes of the pool.
@@ -29,6 +34,8 @@ pub type WorkerFactory = Arc<dyn Fn() -> anyhow::Result<Worker> + Send + Sync>;
 pub struct PoolConfig {
     /// Decode threads (one per core is the most that helps).
     pub threads: usize,
+    /// Jobs one thread decodes at once, their steps batched; 1 decodes one at a time.
+    pub batch: usize,
     /// Jobs that may wait for a thread; one more is answered with a 429.
     pub queue: usize,
 }
@@ -37,31 +44,47 @@ pub struct PoolConfig {
 pub struct DecodePool {
     jobs: Sender<Job>,
     queue_depth: IntGauge,
+}
+
+/// What a decode thread needs besides its queue.
+struct Thread {
+    factory: WorkerFactory,
+    model: Arc<FastLstm>,
+    slots: usize,
+    depth: IntGauge,
     batch_size: Histogram,
 }
 
 impl DecodePool {
     /// Builds every thread's models first (so a model that cannot load fails the start,
-    /// with its reason), then starts the threads.
+    /// with its reason), then starts the threads. `model` is the neural decoder the
+    /// batched steps run (the one the factory's generators share).
     pub fn start(
         config: PoolConfig,
         factory: WorkerFactory,
+        model: Arc<FastLstm>,
         queue_depth: IntGauge,
         batch_size: Histogram,
     ) -> anyhow::Result<Self> {
         let (jobs, queue) = bounded::<Job>(config.queue.max(1));
         for i in 0..config.threads.max(1) {
-            let worker = factory()?;
-            let (queue, factory, depth) = (queue.clone(), factory.clone(), queue_depth.clone());
+            let slots = config.batch.max(1);
+            let workers = (0..slots)
+                .map(|_| factory())
+                .collect::<anyhow::Result<_>>()?;
+            let thread = Thread {
+                factory: factory.clone(),
+                model: model.clone(),
+                slots,
+                depth: queue_depth.clone(),
+                batch_size: batch_size.clone(),
+            };
+            let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("melodist-decode-{i}"))
-                .spawn(move || run(worker, queue, factory, depth))?;
+                .spawn(move || thread.run(workers, queue))?;
         }
-        Ok(Self {
-            jobs,
-            queue_depth,
-            batch_size,
-        })
+        Ok(Self { jobs, queue_depth })
     }
 
     /// Queues `job` for a decode thread and returns where its answer will arrive. The
@@ -71,9 +94,7 @@ impl DecodePool {
         job: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<T>, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let batch_size = self.batch_size.clone();
         let boxed: Job = Box::new(move |worker| {
-            batch_size.observe(1.0);
             // The receiver may be gone (client disconnected): nothing to do then.
             let _ = tx.send(job(worker));
         });
@@ -108,18 +129,60 @@ impl DecodePool {
     }
 }
 
-/// A decode thread: take a job, run it, survive it.
-fn run(mut worker: Worker, queue: Receiver<Job>, factory: WorkerFactory, depth: IntGauge) {
-    while let Ok(job) = queue.recv() {
-        depth.dec();
-        if catch_unwind(AssertUnwindSafe(|| job(&mut worker))).is_err() {
-            // The models' scratch state may be half-written: start from fresh copies.
-            match factory() {
-                Ok(fresh) => worker = fresh,
-                Err(err) => eprintln!(
-                    "melodist serve: could not rebuild a decode thread's models after a panic ({err:#}); keeping the old ones"
-                ),
+impl Thread {
+    /// Takes jobs while it has free slots (waiting for one only when idle), runs them as
+    /// coroutines, and steps all of them together until each ends; survives panics.
+    fn run(self, mut free: Vec<Worker>, queue: Receiver<Job>) {
+        let mut scheduler = StepScheduler::new(self.model.clone());
+        loop {
+            while scheduler.waiting() < self.slots {
+                let job = if scheduler.waiting() == 0 {
+                    match queue.recv() {
+                        Ok(job) => job,
+                        Err(_) => return, // the pool is gone
+                    }
+                } else {
+                    match queue.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                self.depth.dec();
+                let Some(mut worker) = free.pop().or_else(|| self.fresh_worker()) else {
+                    continue; // dropping the job answers its request with a 500
+                };
+                let decode = move || {
+                    job(&mut worker);
+                    worker
+                };
+                if let Some(end) = scheduler.start(decode) {
+                    settle(end, &mut free);
+                }
+            }
+            if scheduler.waiting() == 0 {
+                continue;
+            }
+            let (size, ended) = scheduler.step();
+            self.batch_size.observe(size as f64);
+            for end in ended {
+                settle(end, &mut free);
             }
         }
+    }
+
+    /// Models for a slot whose last job panicked (its scratch state may be half-written).
+    fn fresh_worker(&self) -> Option<Worker> {
+        (self.factory)()
+            .map_err(|err| {
+                eprintln!("melodist serve: could not rebuild a decode slot's models ({err:#})");
+            })
+            .ok()
+    }
+}
+
+/// A finished job gives its models back; a panicked one's are dropped.
+fn settle(end: Finished<Worker>, free: &mut Vec<Worker>) {
+    if let Ok(worker) = end {
+        free.push(worker);
     }
 }
