@@ -660,3 +660,78 @@ async fn without_tokens_a_server_is_for_this_machine_only() {
     let err = start(config).await.err().expect("refused");
     assert!(format!("{err:#}").contains("needs API tokens"), "{err:#}");
 }
+
+/// Runs the `melodist` binary off the async threads; (success, stdout, stderr).
+async fn cli(args: Vec<String>, envs: Vec<(&'static str, String)>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_melodist"))
+            .args(&args)
+            .envs(envs)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    })
+    .await
+    .unwrap()
+}
+
+/// `--server` on the command line: the melody and the ranking come from the server (with
+/// the caller's token), the file is byte for byte the local one, and with the server gone
+/// the command still writes it, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_asks_the_server_and_writes_here_when_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, alice, _) = two_users(dir.path()).await;
+    post(s.addr, "/v1/sessions", Some(&alice), session("slow-air")).await;
+    let url = format!("http://{}", s.addr);
+    let token = vec![
+        ("MELODIST_TOKEN", alice.clone()),
+        ("MELODIST_DATA_DIR", dir.path().display().to_string()),
+    ];
+    let generate = |out: &str, server: Option<&str>| {
+        let mut args: Vec<String> = [
+            "generate", "--bars", "4", "--seed", "77", "--style", "jig", "--meter", "6/8",
+            "--chords", "Dm C", "--out",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(dir.path().join(out).display().to_string());
+        if let Some(server) = server {
+            args.extend(["--server".to_string(), server.to_string()]);
+        }
+        args
+    };
+
+    let (ok, stdout, stderr) = cli(generate("remote.mid", Some(&url)), token.clone()).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("on {url}")), "{stdout}");
+    let metrics = String::from_utf8(get(s.addr, "/metrics", None).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"melodist_requests_total{endpoint="/v1/generate",status="200"} 1"#),
+        "{metrics}"
+    );
+    let (ok, _, stderr) = cli(generate("local.mid", None), token.clone()).await;
+    assert!(ok, "{stderr}");
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    assert_eq!(read("remote.mid"), read("local.mid"));
+
+    let recommend = vec!["recommend".to_string(), "--server".to_string(), url.clone()];
+    let (ok, stdout, stderr) = cli(recommend.clone(), token.clone()).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("from \"a\"'s 1 session there"), "{stdout}");
+    assert!(stdout.contains("slow-air"), "{stdout}");
+
+    s.stop().await.unwrap();
+    let (ok, stdout, stderr) = cli(generate("fallback.mid", Some(&url)), token.clone()).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("gave no melody") && stderr.contains("writing it here"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains(&format!("on {url}")), "{stdout}");
+    assert_eq!(read("fallback.mid"), read("local.mid"));
+    let (ok, _, stderr) = cli(recommend, token).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("gave no ranking"), "{stderr}");
+}

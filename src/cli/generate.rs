@@ -16,8 +16,11 @@ use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::Style;
 use crate::music::chord::{DEFAULT_MIN_CHORD_BEATS, Progression};
 use crate::music::{Key, Meter, PitchClass, Scale};
+use crate::serve::api::{GenerateRequest, GenerateResponse};
+use crate::serve::client::ServerClient;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -114,6 +117,13 @@ pub struct Args {
     pub model: String,
     #[arg(long, default_value = "melody.mid")]
     pub out: PathBuf,
+    /// Ask a Melodist server for the melody (http://host:port; token from $MELODIST_TOKEN).
+    /// If it cannot answer in time, the melody is written here instead, and you are told why.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Seconds to wait for --server before writing the melody here, 0.1-600.
+    #[arg(long, default_value_t = 10.0, value_parser = ranged(0.1..=600.0f64))]
+    pub server_timeout: f64,
 }
 
 impl Args {
@@ -231,8 +241,6 @@ fn loop_length(text: &str) -> Result<u8, String> {
 
 pub fn run(args: Args) -> Result<()> {
     let (settings, meter) = args.settings()?;
-    // Exactly the model asked for: a path that does not load is an error, not a fallback.
-    let mut generator = loader::load_strict(&ModelChoice::parse(&args.model))?;
     let progression = match (&args.chords, &args.chords_midi) {
         (Some(text), _) => Some(
             Progression::parse(text, meter.beats_per_bar())
@@ -254,23 +262,13 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => None,
     };
     let chords = progression.map_or(Vec::new(), |p| chord_ticks(&p, meter, args.bars));
-    let notes = if args.hook_a.is_some() || args.hook_b.is_some() {
-        let bank = HookBank::default();
-        for (slot, path) in [(Slot::A, &args.hook_a), (Slot::B, &args.hook_b)] {
-            if let Some(path) = path {
-                bank.set(slot, Some(read_hook(path, settings.loop_bars.max(1))?));
-            }
-        }
-        let mut looper = LoopPlayer::new(Variations::load(), bank);
-        if let Some(why) = looper.variations().fallback_reason() {
-            eprintln!("warning: {why}");
-        }
-        let (g, s) = (generator.as_mut(), settings);
-        generate_looped(g, s, meter, args.bars, &chords, &mut looper)
-    } else {
-        generate_with(generator.as_mut(), settings, meter, args.bars, &chords)
+    let (notes, model) = match args.server.as_deref() {
+        Some(url) => match from_server(&args, url)? {
+            Some(found) => found,
+            None => local_notes(&args, settings, meter, &chords)?,
+        },
+        None => local_notes(&args, settings, meter, &chords)?,
     };
-    let model = generator.name();
     let title = format!("Melodist seed {} ({})", args.seed, settings.key);
     let channel = args.channel.saturating_sub(1);
     if args.write_chords && !chords.is_empty() {
@@ -297,7 +295,7 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
     println!(
-        "wrote {} notes, {} bars of {} at {} BPM in {} ({model} model) to {}",
+        "wrote {} notes, {} bars of {} at {} BPM in {} ({model}) to {}",
         notes.len(),
         args.bars,
         meter,
@@ -306,6 +304,109 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The melody from `--server`, with the model that wrote it; `None` (having said why)
+/// when the server cannot give it, so that the caller writes it here.
+fn from_server(args: &Args, url: &str) -> Result<Option<(Vec<MelodyNote>, String)>> {
+    let client = ServerClient::new(url, Duration::from_secs_f64(args.server_timeout))?;
+    let request = match server_request(args) {
+        Ok(request) => request,
+        Err(local_only) => {
+            eprintln!("melodist: {local_only} only here, so the melody is written here");
+            return Ok(None);
+        }
+    };
+    match client.post::<_, GenerateResponse>("/v1/generate", &request) {
+        Ok(answer) => {
+            let notes = (answer.notes.iter())
+                .map(|n| MelodyNote {
+                    start: n.start,
+                    duration: n.duration,
+                    pitch: n.pitch.clamp(0, 127) as u8,
+                    velocity: n.velocity.clamp(1, 127) as u8,
+                })
+                .collect();
+            let model = format!("{} model {} on {}", answer.model, answer.version, url);
+            Ok(Some((notes, model)))
+        }
+        Err(why) => {
+            eprintln!(
+                "melodist: the server at {} gave no melody: {why}; writing it here instead",
+                client.url()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `args` as a server request, or the option that only works here.
+fn server_request(args: &Args) -> Result<GenerateRequest, &'static str> {
+    if args.hook_a.is_some() || args.hook_b.is_some() {
+        return Err("--hook-a and --hook-b files are read");
+    }
+    if args.chords_midi.is_some() {
+        return Err("a --chords-midi file is read");
+    }
+    let model = match ModelChoice::parse(&args.model) {
+        ModelChoice::Default => None,
+        ModelChoice::Markov => Some("markov".to_string()),
+        ModelChoice::Path(_) => return Err("a --model folder is loaded"),
+    };
+    Ok(GenerateRequest {
+        model,
+        version: None,
+        bars: args.bars as i64,
+        seed: args.seed as i64,
+        key: args.key.clone(),
+        scale: args.scale.clone(),
+        tempo: args.tempo,
+        meter: args.meter.clone(),
+        density: args.density.into(),
+        variation: args.variation.into(),
+        low: args.low.into(),
+        high: args.high.into(),
+        gate: args.gate.into(),
+        velocity: args.velocity.into(),
+        humanize: args.humanize.into(),
+        channel: args.channel.into(),
+        style: args.style.clone(),
+        loop_bars: args.loop_bars.into(),
+        evolve: args.evolve.into(),
+        morph: args.morph.into(),
+        vary: args.vary.into(),
+        form: args.form.into(),
+        chords: args.chords.clone(),
+        chord_fit: args.chord_fit.into(),
+    })
+}
+
+/// Writes the melody here, as the plugin would.
+fn local_notes(
+    args: &Args,
+    settings: GenSettings,
+    meter: Meter,
+    chords: &[u16],
+) -> Result<(Vec<MelodyNote>, String)> {
+    // Exactly the model asked for: a path that does not load is an error, not a fallback.
+    let mut generator = loader::load_strict(&ModelChoice::parse(&args.model))?;
+    let notes = if args.hook_a.is_some() || args.hook_b.is_some() {
+        let bank = HookBank::default();
+        for (slot, path) in [(Slot::A, &args.hook_a), (Slot::B, &args.hook_b)] {
+            if let Some(path) = path {
+                bank.set(slot, Some(read_hook(path, settings.loop_bars.max(1))?));
+            }
+        }
+        let mut looper = LoopPlayer::new(Variations::load(), bank);
+        if let Some(why) = looper.variations().fallback_reason() {
+            eprintln!("warning: {why}");
+        }
+        let (g, s) = (generator.as_mut(), settings);
+        generate_looped(g, s, meter, args.bars, &chords, &mut looper)
+    } else {
+        generate_with(generator.as_mut(), settings, meter, args.bars, &chords)
+    };
+    Ok((notes, format!("{} model", generator.name())))
 }
 
 /// A hook slot from a MIDI file: its top line, from its first note's bar, `bars` long.

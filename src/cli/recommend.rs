@@ -6,8 +6,11 @@ use crate::limits;
 use crate::music::{Key, Meter, PitchClass, Scale};
 use crate::presets::{self, PresetLibrary};
 use crate::recommend::{Catalogue, Context, Hybrid, HybridWeights, Recommender, cache};
+use crate::serve::api::{RecommendRequest, RecommendResponse};
+use crate::serve::client::ServerClient;
 use crate::sessions::{LOCAL_PRODUCER, SessionDb};
 use anyhow::{Context as _, Result};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,6 +38,61 @@ pub struct Args {
     /// Whose history to use (imported logs may hold several producers).
     #[arg(long, default_value = LOCAL_PRODUCER)]
     pub producer: String,
+    /// Rank from your history on a Melodist server (http://host:port; token from
+    /// $MELODIST_TOKEN) instead of this machine's; if it cannot answer in time, this
+    /// machine's history is used, and you are told why.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Seconds to wait for --server, 0.1-600.
+    #[arg(long, default_value_t = 10.0, value_parser = ranged(0.1..=600.0f64))]
+    pub server_timeout: f64,
+}
+
+/// The most presets `POST /v1/recommend` returns.
+const SERVER_MAX_COUNT: usize = 50;
+
+/// Prints the server's ranking; false (having said why) when it gave none.
+fn from_server(args: &Args, url: &str) -> Result<bool> {
+    let client = ServerClient::new(url, Duration::from_secs_f64(args.server_timeout))?;
+    let request = RecommendRequest {
+        tempo: args.tempo.map(f64::from),
+        meter: args.meter.clone(),
+        key: args.key.clone(),
+        scale: args.key.is_some().then(|| args.scale.clone()),
+        density: args.density.map(f64::from),
+        register: args.register.map(f64::from),
+        count: Some(args.count.min(SERVER_MAX_COUNT) as i64),
+    };
+    match client.post::<_, RecommendResponse>("/v1/recommend", &request) {
+        Ok(answer) => {
+            println!(
+                "Ranked on {} from {:?}'s {} session{} there:\n",
+                client.url(),
+                answer.user,
+                answer.sessions,
+                if answer.sessions == 1 { "" } else { "s" }
+            );
+            for (rank, p) in answer.presets.iter().enumerate() {
+                print_ranked(rank, &p.name, &p.preset_id, p.score, &p.reason);
+            }
+            Ok(true)
+        }
+        Err(why) => {
+            eprintln!(
+                "melodist: the server at {} gave no ranking: {why}; ranking from this machine's history instead",
+                client.url()
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// One line of the ranking, and its reason below it.
+fn print_ranked(rank: usize, name: &str, id: &str, score: f32, reason: &str) {
+    println!(
+        "{:>2}. {name} ({id})  score {score:.2}\n    {reason}",
+        rank + 1
+    );
 }
 
 /// The recommendation context described by the arguments.
@@ -69,6 +127,11 @@ fn context(args: &Args) -> Result<Context> {
 
 pub fn run(args: Args) -> Result<()> {
     let ctx = context(&args)?;
+    if let Some(url) = args.server.as_deref()
+        && from_server(&args, url)?
+    {
+        return Ok(());
+    }
     let (library, warnings) = PresetLibrary::load(&presets::user_dir()?);
     for w in warnings {
         eprintln!("warning: {w}");
@@ -101,13 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         let name = library
             .get(&rec.preset_id)
             .map_or(rec.preset_id.as_str(), |p| p.name.as_str());
-        println!(
-            "{:>2}. {name} ({})  score {:.2}\n    {}",
-            rank + 1,
-            rec.preset_id,
-            rec.score,
-            rec.explanation
-        );
+        print_ranked(rank, name, &rec.preset_id, rec.score, &rec.explanation);
     }
     Ok(())
 }
