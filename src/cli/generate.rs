@@ -402,9 +402,9 @@ fn local_notes(
             eprintln!("warning: {why}");
         }
         let (g, s) = (generator.as_mut(), settings);
-        generate_looped(g, s, meter, args.bars, &chords, &mut looper)
+        generate_looped(g, s, meter, args.bars, chords, &mut looper)
     } else {
-        generate_with(generator.as_mut(), settings, meter, args.bars, &chords)
+        generate_with(generator.as_mut(), settings, meter, args.bars, chords)
     };
     Ok((notes, format!("{} model", generator.name())))
 }
