@@ -120,7 +120,7 @@ fn main() {
                 "--batch {batch}: start to first answer {:.0} ms ({} compute threads, models: {})",
                 t.elapsed().as_secs_f64() * 1e3,
                 server.state.config.threads,
-                (server.state.models.infos.iter())
+                (server.state.models().infos.iter())
                     .map(|m| m.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")

@@ -735,3 +735,127 @@ async fn the_cli_asks_the_server_and_writes_here_when_it_is_gone() {
     assert!(ok, "{stderr}");
     assert!(stderr.contains("gave no ranking"), "{stderr}");
 }
+
+/// The shipped neural model with every weight scaled by `factor`, as a model folder's
+/// (weights, config) bytes with the matching checksum: another version of the model.
+fn scaled_model(factor: f32) -> (Vec<u8>, Vec<u8>) {
+    let mut weights = std::fs::read("models/neural/model.safetensors").unwrap();
+    // safetensors: an 8-byte little-endian header length, a JSON header, then the data
+    // (all f32 in this model).
+    let header = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    for chunk in weights[8 + header..].chunks_exact_mut(4) {
+        let x = f32::from_le_bytes(chunk.try_into().unwrap()) * factor;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read("models/neural/config.json").unwrap()).unwrap();
+    config["weights_fnv1a"] = json!(format!("{:016x}", melodist::music::fnv1a(&weights)));
+    (weights, serde_json::to_vec(&config).unwrap())
+}
+
+/// Writes `bytes` to `path` the way a careful deploy does: a new file renamed over the old.
+fn replace_file(path: &Path, bytes: &[u8]) {
+    let fresh = path.with_extension("new");
+    std::fs::write(&fresh, bytes).unwrap();
+    std::fs::rename(&fresh, path).unwrap();
+}
+
+async fn neural_version(addr: SocketAddr) -> String {
+    let models = get(addr, "/v1/models", None).await.json();
+    let neural = (models["models"].as_array().unwrap().iter()).find(|m| m["name"] == "neural");
+    neural.unwrap()["version"].as_str().unwrap().to_string()
+}
+
+/// A model folder replaced while the server runs is served from then on, without a
+/// restart and without failing the requests in flight (each answer names the version that
+/// wrote it); a folder that does not load is refused with its reason, and the previous
+/// models stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_replaced_while_serving_are_swapped_whole_and_a_broken_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let neural = dir.path().join("models/neural");
+    std::fs::create_dir_all(&neural).unwrap();
+    for file in ["config.json", "model.safetensors", "copyguard.bin"] {
+        std::fs::copy(Path::new("models/neural").join(file), neural.join(file)).unwrap();
+    }
+    let s = server(dir.path(), |c| {
+        c.models = dir.path().join("models");
+        c.model_poll = Some(std::time::Duration::from_millis(50));
+    })
+    .await;
+    let old = neural_version(s.addr).await;
+
+    // Requests keep coming while the model is replaced.
+    let addr = s.addr;
+    let traffic = tokio::spawn(async move {
+        let mut answers = vec![];
+        for seed in 0..40 {
+            let r = post(addr, "/v1/generate", None, json!({"bars": 2, "seed": seed})).await;
+            answers.push((r.status, r.json()["version"].as_str().map(str::to_string)));
+        }
+        answers
+    });
+    let (weights, config) = scaled_model(1.05);
+    replace_file(&neural.join("model.safetensors"), &weights);
+    replace_file(&neural.join("config.json"), &config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let new = loop {
+        let now = neural_version(s.addr).await;
+        if now != old {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new model was not taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(new, format!("{:016x}", melodist::music::fnv1a(&weights)));
+    for (status, version) in traffic.await.unwrap() {
+        assert_eq!(status, StatusCode::OK);
+        let version = version.unwrap();
+        assert!(version == old || version == new, "{version}");
+    }
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 2, "seed": 1})).await;
+    assert_eq!(r.json()["version"], new.as_str());
+    let pinned_old = json!({"bars": 2, "version": old});
+    assert_eq!(
+        post(s.addr, "/v1/generate", None, pinned_old).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A damaged folder: refused, said why, and the new model goes on serving.
+    replace_file(&neural.join("config.json"), b"{ not a config");
+    let health = loop {
+        let health = get(s.addr, "/healthz", None).await.json();
+        if health.get("models_error").is_some() {
+            break health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the damaged folder was not noticed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        health["models_error"]
+            .as_str()
+            .unwrap()
+            .contains("serving the previous models")
+    );
+    let r = post(s.addr, "/v1/generate", None, json!({"bars": 2, "seed": 1})).await;
+    assert_eq!(
+        (r.status, r.json()["version"].clone()),
+        (StatusCode::OK, json!(new))
+    );
+    let metrics = String::from_utf8(get(s.addr, "/metrics", None).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"melodist_model_reloads_total{result="ok"} 1"#),
+        "{metrics}"
+    );
+    // At least the damaged config (a poll between the two files above may add one).
+    assert!(
+        metrics.contains(r#"melodist_model_reloads_total{result="failed"}"#),
+        "{metrics}"
+    );
+}

@@ -29,6 +29,9 @@ pub struct ServeConfig {
     pub max_bars: usize,
     /// Refuse anonymous calls even on a loopback address.
     pub require_token: bool,
+    /// How often to look for new models in `models` (a changed config or weights file is
+    /// loaded and served; see `AppState::reload_if_changed`); `None`: never.
+    pub model_poll: Option<Duration>,
 }
 
 impl Default for ServeConfig {
@@ -44,6 +47,7 @@ impl Default for ServeConfig {
             request_timeout: Duration::from_secs(30),
             max_bars: 256,
             require_token: false,
+            model_poll: Some(Duration::from_secs(2)),
         }
     }
 }

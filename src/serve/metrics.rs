@@ -33,6 +33,7 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Requests decoded together in one step (1 while decoding is one request at a time).
     pub batch_size: Histogram,
+    model_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,6 +67,14 @@ impl Metrics {
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )?;
+        let model_reloads = IntCounterVec::new(
+            Opts::new(
+                "melodist_model_reloads_total",
+                "Changed model folders loaded (ok) or refused (failed)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(model_reloads.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
@@ -76,7 +85,14 @@ impl Metrics {
             latency,
             queue_depth,
             batch_size,
+            model_reloads,
         })
+    }
+
+    /// Counts one load of a changed models folder.
+    pub fn model_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.model_reloads.with_label_values(&[result]).inc();
     }
 
     /// Counts one answered request.

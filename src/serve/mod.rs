@@ -39,8 +39,8 @@ use models::Models;
 use pool::{DecodePool, PoolConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -48,7 +48,10 @@ use tokio::task::JoinHandle;
 pub struct AppState {
     pub config: ServeConfig,
     pub access: Access,
-    pub models: Models,
+    /// Swapped whole when the models folder changes ([`AppState::reload_if_changed`]).
+    models: RwLock<Arc<Models>>,
+    /// Why the models on disk were refused, until a load succeeds again.
+    reload_error: Mutex<Option<String>>,
     pub pool: DecodePool,
     pub history: History,
     pub tokens: TokenStore,
@@ -90,12 +93,64 @@ impl AppState {
         Ok(Self {
             config,
             access,
-            models,
+            models: RwLock::new(Arc::new(models)),
+            reload_error: Mutex::new(None),
             pool,
             history,
             tokens,
             metrics,
         })
+    }
+
+    /// The models being served.
+    pub fn models(&self) -> Arc<Models> {
+        self.models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the models on disk were last refused (the server keeps the ones it had).
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads the models folder again if it changed since `seen` (see
+    /// [`Models::signature`]) and serves the new models; a folder that does not load is
+    /// refused with its reason, and the running models stay.
+    pub fn reload_if_changed(&self, seen: &mut String) {
+        let now = Models::signature(&self.config.models);
+        if now == *seen {
+            return;
+        }
+        *seen = now;
+        let dir = self.config.models.display();
+        let outcome = match Models::load(&self.config.models) {
+            Ok(models) => {
+                self.pool.swap(models.factory(), models.fast_model());
+                let versions: Vec<String> = (models.infos.iter())
+                    .map(|m| format!("{} {}", m.name, m.version))
+                    .collect();
+                eprintln!(
+                    "melodist serve: now serving the models in {dir} ({})",
+                    versions.join(", ")
+                );
+                *self.models.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(models);
+                None
+            }
+            Err(err) => {
+                let why = format!("{err:#}");
+                eprintln!(
+                    "melodist serve: the models in {dir} changed but do not load ({why}); still serving the previous ones"
+                );
+                Some(why)
+            }
+        };
+        self.metrics.model_reloaded(outcome.is_none());
+        *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = outcome;
     }
 }
 
@@ -106,6 +161,7 @@ pub struct RunningServer {
     pub state: Arc<AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -113,6 +169,9 @@ impl RunningServer {
     pub async fn stop(mut self) -> Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
         }
         (&mut self.task).await.context("the server task failed")??;
         Ok(())
@@ -124,6 +183,9 @@ impl Drop for RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
     }
 }
 
@@ -132,6 +194,26 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer> {
     let bind = config.bind;
     let state = tokio::task::spawn_blocking(move || AppState::build(config)).await??;
     let state = Arc::new(state);
+    let watcher = state.config.model_poll.map(|every| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut seen = Models::signature(&state.config.models);
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let state = state.clone();
+                let check = move || {
+                    state.reload_if_changed(&mut seen);
+                    seen
+                };
+                match tokio::task::spawn_blocking(check).await {
+                    Ok(now) => seen = now,
+                    Err(_) => return, // the runtime is shutting down
+                }
+            }
+        })
+    });
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
@@ -150,6 +232,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer> {
         state,
         shutdown: Some(tx),
         task,
+        watcher,
     })
 }
 
@@ -181,6 +264,10 @@ pub struct Args {
     /// Need a token for every /v1 call, even on a loopback address.
     #[arg(long)]
     pub require_token: bool,
+    /// Seconds between looks for new models in --models (a changed folder is loaded and
+    /// served without a restart); 0 never looks, 0-3600.
+    #[arg(long, default_value_t = 2.0, value_parser = crate::cli::ranged(0.0..=3600.0f64))]
+    pub model_poll: f64,
 }
 
 #[derive(clap::Subcommand)]
@@ -264,6 +351,7 @@ fn serve(args: Args) -> Result<()> {
         batch: args.batch,
         queue: args.queue,
         require_token: args.require_token,
+        model_poll: (args.model_poll > 0.0).then(|| Duration::from_secs_f64(args.model_poll)),
         ..ServeConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

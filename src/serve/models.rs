@@ -62,6 +62,8 @@ pub struct Worker {
     pub neural: Box<dyn Generator>,
     pub markov: Box<dyn Generator>,
     pub vae: Option<Arc<VaeModel>>,
+    /// What these models are (their versions go into the answers they write).
+    pub infos: Arc<Vec<ModelInfo>>,
 }
 
 impl Worker {
@@ -71,6 +73,17 @@ impl Worker {
             GeneratorKind::Markov => self.markov.as_mut(),
         }
     }
+
+    /// The version of model `name` these generators run ("" when none).
+    pub fn version(&self, name: &str) -> String {
+        version_in(&self.infos, name)
+    }
+}
+
+fn version_in(infos: &[ModelInfo], name: &str) -> String {
+    (infos.iter())
+        .find(|i| i.name == name)
+        .map_or_else(String::new, |i| i.version.clone())
 }
 
 /// What the server loaded: the weights, once, and generators the decode threads replicate.
@@ -155,11 +168,13 @@ impl Models {
         let neural = self.neural.replica();
         let markov = self.markov.replica();
         let vae = self.vae.clone();
+        let infos = Arc::new(self.infos.clone());
         Arc::new(move || {
             Ok(Worker {
                 neural: Box::new(neural.replica().with_batching()),
                 markov: Box::new(markov.replica()),
                 vae: vae.clone(),
+                infos: infos.clone(),
             })
         })
     }
@@ -216,6 +231,23 @@ impl Models {
                 "model {name:?} is not served here"
             ))),
         }
+    }
+
+    /// What identifies the models in `dir` as they are on disk now: each model's config
+    /// and its weights' size and time. A change means "load again"; reading it costs two
+    /// small files and two `stat`s.
+    pub fn signature(dir: &Path) -> String {
+        let mut signature = String::new();
+        for model in ["neural", "vae"] {
+            let config = std::fs::read_to_string(dir.join(model).join(CONFIG_FILE));
+            let weights = std::fs::metadata(dir.join(model).join(WEIGHTS_FILE));
+            signature.push_str(&format!(
+                "{model}:{:?}:{:?}\n",
+                config.ok(),
+                weights.ok().map(|m| (m.len(), m.modified().ok()))
+            ));
+        }
+        signature
     }
 
     /// The folder the server was asked to load from, for messages.

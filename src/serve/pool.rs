@@ -13,6 +13,9 @@
 //! - A job that panics becomes a 500 for its own request only: the panic is caught on the
 //!   decode thread, the job's answer channel is dropped (the handler reads that as an
 //!   internal error), and its models are replaced by fresh copies.
+//! - New models ([`DecodePool::swap`]) are taken by each thread between jobs, once the
+//!   jobs it is running have ended: a request is decoded wholly by one version, and one
+//!   batched step never mixes two models.
 
 use super::error::ApiError;
 use super::models::Worker;
@@ -20,7 +23,8 @@ use crate::model::batcher::{Finished, StepScheduler};
 use crate::model::lstm_fast::FastLstm;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use prometheus::{Histogram, IntGauge};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 
 /// A unit of work for a decode thread.
@@ -44,12 +48,27 @@ pub struct PoolConfig {
 pub struct DecodePool {
     jobs: Sender<Job>,
     queue_depth: IntGauge,
+    models: Arc<Current>,
+}
+
+/// The models the threads are to run, and a number that changes with them.
+struct Current {
+    id: AtomicU64,
+    models: RwLock<(WorkerFactory, Arc<FastLstm>)>,
+}
+
+impl Current {
+    fn get(&self) -> (u64, WorkerFactory, Arc<FastLstm>) {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: `swap` changes both together.
+        let id = self.id.load(Ordering::Acquire);
+        (id, models.0.clone(), models.1.clone())
+    }
 }
 
 /// What a decode thread needs besides its queue.
 struct Thread {
-    factory: WorkerFactory,
-    model: Arc<FastLstm>,
+    current: Arc<Current>,
     slots: usize,
     depth: IntGauge,
     batch_size: Histogram,
@@ -67,14 +86,17 @@ impl DecodePool {
         batch_size: Histogram,
     ) -> anyhow::Result<Self> {
         let (jobs, queue) = bounded::<Job>(config.queue.max(1));
+        let current = Arc::new(Current {
+            id: AtomicU64::new(0),
+            models: RwLock::new((factory.clone(), model)),
+        });
         for i in 0..config.threads.max(1) {
             let slots = config.batch.max(1);
             let workers = (0..slots)
                 .map(|_| factory())
                 .collect::<anyhow::Result<_>>()?;
             let thread = Thread {
-                factory: factory.clone(),
-                model: model.clone(),
+                current: current.clone(),
                 slots,
                 depth: queue_depth.clone(),
                 batch_size: batch_size.clone(),
@@ -84,7 +106,23 @@ impl DecodePool {
                 .name(format!("melodist-decode-{i}"))
                 .spawn(move || thread.run(workers, queue))?;
         }
-        Ok(Self { jobs, queue_depth })
+        Ok(Self {
+            jobs,
+            queue_depth,
+            models: current,
+        })
+    }
+
+    /// Decodes with these models from now on: each thread takes them once the jobs it is
+    /// running have ended (jobs already queued run on the new ones).
+    pub fn swap(&self, factory: WorkerFactory, model: Arc<FastLstm>) {
+        let mut models = self
+            .models
+            .models
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *models = (factory, model);
+        self.models.id.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Queues `job` for a decode thread and returns where its answer will arrive. The
@@ -133,14 +171,24 @@ impl Thread {
     /// Takes jobs while it has free slots (waiting for one only when idle), runs them as
     /// coroutines, and steps all of them together until each ends; survives panics.
     fn run(self, mut free: Vec<Worker>, queue: Receiver<Job>) {
-        let mut scheduler = StepScheduler::new(self.model.clone());
+        let (mut id, mut factory, model) = self.current.get();
+        let mut scheduler = StepScheduler::new(model);
         loop {
             while scheduler.waiting() < self.slots {
                 let job = if scheduler.waiting() == 0 {
-                    match queue.recv() {
-                        Ok(job) => job,
-                        Err(_) => return, // the pool is gone
+                    let Ok(job) = queue.recv() else {
+                        return; // the pool is gone
+                    };
+                    if self.current.id.load(Ordering::Acquire) != id {
+                        // New models, and nothing running on the old ones: take them.
+                        let model;
+                        (id, factory, model) = self.current.get();
+                        scheduler = StepScheduler::new(model);
+                        free.clear();
                     }
+                    job
+                } else if self.current.id.load(Ordering::Acquire) != id {
+                    break; // let the running jobs end first
                 } else {
                     match queue.try_recv() {
                         Ok(job) => job,
@@ -148,7 +196,7 @@ impl Thread {
                     }
                 };
                 self.depth.dec();
-                let Some(mut worker) = free.pop().or_else(|| self.fresh_worker()) else {
+                let Some(mut worker) = free.pop().or_else(|| fresh_worker(&factory)) else {
                     continue; // dropping the job answers its request with a 500
                 };
                 let decode = move || {
@@ -169,15 +217,16 @@ impl Thread {
             }
         }
     }
+}
 
-    /// Models for a slot whose last job panicked (its scratch state may be half-written).
-    fn fresh_worker(&self) -> Option<Worker> {
-        (self.factory)()
-            .map_err(|err| {
-                eprintln!("melodist serve: could not rebuild a decode slot's models ({err:#})");
-            })
-            .ok()
-    }
+/// Models for a slot that has none yet: after a swap, or after its last job panicked
+/// (its scratch state may be half-written).
+fn fresh_worker(factory: &WorkerFactory) -> Option<Worker> {
+    factory()
+        .map_err(|err| {
+            eprintln!("melodist serve: could not build a decode slot's models ({err:#})")
+        })
+        .ok()
 }
 
 /// A finished job gives its models back; a panicked one's are dropped.

@@ -10,7 +10,7 @@ use super::api::{
 use super::auth::User;
 use super::error::{ApiError, ErrorBody};
 use super::history::RecordSession;
-use super::models::ModelsResponse;
+use super::models::{ModelsResponse, Worker};
 use crate::cli::generate::{chord_ticks, generate_with};
 use crate::limits;
 use crate::midi::file::melody_to_bytes;
@@ -145,7 +145,13 @@ async fn not_found() -> ApiError {
 }
 
 async fn healthz(State(s): State<Shared>) -> Json<Value> {
-    Json(json!({ "status": "ok", "models": s.models.infos.len() }))
+    let mut health = json!({ "status": "ok", "models": s.models().infos.len() });
+    if let Some(why) = s.reload_error() {
+        health["models_error"] = json!(format!(
+            "the models folder changed but does not load: {why}; serving the previous models"
+        ));
+    }
+    Json(health)
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
@@ -160,7 +166,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 ))]
 async fn models(State(s): State<Shared>) -> Json<ModelsResponse> {
     Json(ModelsResponse {
-        models: s.models.infos.clone(),
+        models: s.models().infos.clone(),
     })
 }
 
@@ -201,12 +207,6 @@ fn wants_midi(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("audio/midi"))
 }
 
-fn version_of(s: &AppState, name: &str) -> String {
-    (s.models.infos.iter())
-        .find(|i| i.name == name)
-        .map_or_else(String::new, |i| i.version.clone())
-}
-
 /// `POST /v1/generate`: the notes `melodist generate` writes for the same settings.
 #[utoipa::path(post, path = "/v1/generate", request_body = GenerateRequest, responses(
     (status = 200, description = "The notes in beat time; with 'Accept: audio/midi', the MIDI file 'melodist generate' writes", body = GenerateResponse),
@@ -223,8 +223,10 @@ async fn generate(
 ) -> Result<Response, ApiError> {
     let g = req.validate(s.config.max_bars)?;
     let kind = s
-        .models
+        .models()
         .generator(req.model.as_deref(), req.version.as_deref())?;
+    let name = req.model.clone().unwrap_or_else(|| "neural".into());
+    let pin = req.version.clone();
     let chords = match &req.chords {
         Some(text) => {
             let progression = Progression::parse(text, g.meter.beats_per_bar())
@@ -233,16 +235,12 @@ async fn generate(
         }
         None => Vec::new(),
     };
-    let notes = s
+    let (notes, version) = s
         .pool
         .run(move |w| {
-            Ok(generate_with(
-                w.generator(kind),
-                g.settings,
-                g.meter,
-                g.bars,
-                &chords,
-            ))
+            let version = version_run(w, &name, pin.as_deref())?;
+            let notes = generate_with(w.generator(kind), g.settings, g.meter, g.bars, &chords);
+            Ok((notes, version))
         })
         .await?;
     let key = g.settings.key;
@@ -254,10 +252,9 @@ async fn generate(
         let kind = HeaderValue::from_static("audio/midi");
         return Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response());
     }
-    let name = req.model.as_deref().unwrap_or("neural");
     Ok(Json(GenerateResponse {
-        model: name.to_string(),
-        version: version_of(&s, name),
+        model: req.model.unwrap_or_else(|| "neural".into()),
+        version,
         key: key.to_string(),
         meter: g.meter.to_string(),
         tempo: g.tempo,
@@ -266,6 +263,18 @@ async fn generate(
         notes: notes.iter().map(Note::from).collect(),
     })
     .into_response())
+}
+
+/// The version of model `name` a decode thread runs, which the answer reports; a request
+/// that pinned another version (the models were replaced while it waited) is refused.
+fn version_run(w: &Worker, name: &str, pinned: Option<&str>) -> Result<String, ApiError> {
+    let version = w.version(name);
+    match pinned {
+        Some(wanted) if wanted != version => Err(ApiError::not_found(format!(
+            "model {name:?} version {wanted:?} was replaced by {version:?} while this request waited; ask again"
+        ))),
+        _ => Ok(version),
+    }
 }
 
 /// The phrase context of a hook: the key asked for, else the one its notes imply.
@@ -300,12 +309,12 @@ fn rules(opts: &VaeDecode) -> DecodeRules<'static> {
 }
 
 fn phrases_response(
-    s: &AppState,
+    version: String,
     ctx: PhraseContext,
     phrases: Vec<Vec<MelodyNote>>,
 ) -> Json<PhrasesResponse> {
     Json(PhrasesResponse {
-        version: version_of(s, "vae"),
+        version,
         key: ctx.key.to_string(),
         meter: ctx.meter.to_string(),
         phrases: (phrases.iter())
@@ -374,15 +383,17 @@ async fn with_vae(
     ctx: PhraseContext,
     job: impl FnOnce(&VaeModel) -> Result<Vec<Vec<MelodyNote>>, ApiError> + Send + 'static,
 ) -> Result<Json<PhrasesResponse>, ApiError> {
-    s.models.vae(version)?;
-    let phrases = s
+    s.models().vae(version)?;
+    let pin = version.map(str::to_string);
+    let (phrases, version) = s
         .pool
         .run(move |w| {
+            let version = version_run(w, "vae", pin.as_deref())?;
             let vae = (w.vae.clone()).ok_or_else(|| ApiError::internal("no VAE loaded"))?;
-            job(&vae)
+            Ok((job(&vae)?, version))
         })
         .await?;
-    Ok(phrases_response(s, ctx, phrases))
+    Ok(phrases_response(version, ctx, phrases))
 }
 
 fn encode_hook(
