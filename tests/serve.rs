@@ -859,3 +859,57 @@ async fn models_replaced_while_serving_are_swapped_whole_and_a_broken_folder_is_
         "{metrics}"
     );
 }
+
+/// Clients that hang up (in the middle of their body, or while their melody is being
+/// decoded) cost the server nothing lasting: no stuck job or batch, and the next requests
+/// are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_disconnect_mid_request_leave_nothing_stuck() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path(), |_| {}).await;
+    let addr = s.addr;
+    tokio::task::spawn_blocking(move || {
+        let body = json!({"bars": 64, "seed": 9}).to_string();
+        for round in 0..8 {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "POST /v1/generate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            if round % 2 == 0 {
+                // Half the body, then gone.
+                stream.write_all(&body.as_bytes()[..body.len() / 2]).unwrap();
+            } else {
+                // The whole request, then gone while it is decoded.
+                stream.write_all(body.as_bytes()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // Every request after them is answered in full.
+    for seed in 0..4 {
+        let r = post(
+            s.addr,
+            "/v1/generate",
+            None,
+            json!({"bars": 4, "seed": seed}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(!r.json()["notes"].as_array().unwrap().is_empty());
+    }
+    // And the queue drains: nothing is left waiting for a thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let metrics = String::from_utf8(get(s.addr, "/metrics", None).await.body.to_vec()).unwrap();
+        if metrics.contains("melodist_decode_queue_depth 0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
