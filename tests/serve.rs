@@ -913,3 +913,122 @@ async fn clients_that_disconnect_mid_request_leave_nothing_stuck() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// nginx (from the system packages) on a free loopback port in front of `upstreams`, as
+/// one process (no master and workers), stopped when dropped.
+struct Proxy {
+    addr: SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn start(upstreams: &[SocketAddr]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let servers: String = upstreams.iter().map(|a| format!("server {a};")).collect();
+        let conf = format!(
+            "master_process off; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;
+             events {{ worker_connections 256; }}
+             http {{
+               access_log off;
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+               upstream melodist {{ {servers} keepalive 8; }}
+               server {{
+                 listen 127.0.0.1:{port};
+                 location / {{
+                   proxy_pass http://melodist;
+                   proxy_http_version 1.1;
+                   proxy_set_header Connection \"\";
+                 }}
+               }}
+             }}"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx runs (README: apt-get install nginx-light)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            let log = || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not start: {}",
+                log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Proxy {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn generate_answers(metrics: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(metrics);
+    (text.lines())
+        .find_map(|l| {
+            l.strip_prefix(r#"melodist_requests_total{endpoint="/v1/generate",status="200"} "#)
+        })
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Two instances, each with its own database, behind an ordinary nginx: requests are
+/// spread over both, every answer is the one either instance gives directly (the server
+/// keeps no state between generate calls), and with one instance gone nginx sends
+/// everything to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_behind_nginx_share_the_load_and_cover_for_each_other() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = server(dir_a.path(), |_| {}).await;
+    let b = server(dir_b.path(), |_| {}).await;
+    let proxy = tokio::task::block_in_place(|| Proxy::start(&[a.addr, b.addr]));
+    let request = |seed: u64| json!({"bars": 4, "seed": seed, "style": "reel"});
+    for seed in 0..8 {
+        let through = post(proxy.addr, "/v1/generate", None, request(seed)).await;
+        assert_eq!(through.status, StatusCode::OK, "{:?}", through.body);
+        let direct = post(a.addr, "/v1/generate", None, request(seed)).await;
+        assert_eq!(through.json(), direct.json());
+    }
+    let answered = |s: &RunningServer| {
+        let addr = s.addr;
+        async move { generate_answers(&get(addr, "/metrics", None).await.body) }
+    };
+    // a answered its 8 direct requests and its share of the 8 through nginx.
+    let (from_a, from_b) = (answered(&a).await - 8, answered(&b).await);
+    assert_eq!(from_a + from_b, 8);
+    assert!(from_a > 0 && from_b > 0, "a {from_a}, b {from_b}");
+
+    b.stop().await.unwrap();
+    for seed in 0..4 {
+        let r = post(proxy.addr, "/v1/generate", None, request(seed)).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    assert_eq!(answered(&a).await - 8, from_a + 4);
+    drop(proxy);
+}
