@@ -254,7 +254,7 @@ async fn soak(length: Duration) {
             swapped = true;
             println!("{at:>4} s: replaced the neural model on disk");
         }
-        if at % 60 == 0 && memory.last().unwrap().0 != at {
+        if at.is_multiple_of(60) && memory.last().unwrap().0 != at {
             memory.push((at, resident_mb()));
             println!(
                 "{at:>4} s: resident memory {:.0} MB",
