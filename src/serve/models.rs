@@ -76,14 +76,10 @@ impl Worker {
 
     /// The version of model `name` these generators run ("" when none).
     pub fn version(&self, name: &str) -> String {
-        version_in(&self.infos, name)
+        (self.infos.iter())
+            .find(|i| i.name == name)
+            .map_or_else(String::new, |i| i.version.clone())
     }
-}
-
-fn version_in(infos: &[ModelInfo], name: &str) -> String {
-    (infos.iter())
-        .find(|i| i.name == name)
-        .map_or_else(String::new, |i| i.version.clone())
 }
 
 /// What the server loaded: the weights, once, and generators the decode threads replicate.
