@@ -5,8 +5,8 @@
 //! - one client recording a session every half second (each must be in the history at
 //!   the end: none lost);
 //! - one rude client that sends a request and hangs up after 0-20 ms, five times a second;
-//! - halfway, the neural model on disk is replaced by another version (the server swaps it
-//!   while serving).
+//! - at a third and at two thirds of the run, the neural model on disk is replaced by
+//!   another version (the server swaps it while serving).
 //!
 //! It prints the answers by status (429s are the server's deliberate back-pressure; any
 //! other non-200 is an error), latency, history recorded vs stored, and the process's
@@ -243,16 +243,21 @@ async fn soak(length: Duration) {
         }
         n
     });
-    // Halfway: a new model version on disk. Memory every minute meanwhile.
-    let mut swapped = false;
+    // At a third and at two thirds: a new model version on disk (two swaps, so that
+    // what a repeated swap costs shows). Memory every minute meanwhile.
+    let mut swaps = [(1.0 / 3.0, 1.05f32), (2.0 / 3.0, 0.95)]
+        .into_iter()
+        .peekable();
     let mut memory = vec![(0u64, resident_mb())];
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let at = started.elapsed().as_secs();
-        if !swapped && at >= length.as_secs() / 2 {
-            replace_model(&neural, 1.05);
-            swapped = true;
-            println!("{at:>4} s: replaced the neural model on disk");
+        if let Some(&(fraction, factor)) = swaps.peek()
+            && at as f64 >= length.as_secs_f64() * fraction
+        {
+            replace_model(&neural, factor);
+            swaps.next();
+            println!("{at:>4} s: replaced the neural model on disk (weights × {factor})");
         }
         if at.is_multiple_of(60) && memory.last().unwrap().0 != at {
             memory.push((at, resident_mb()));

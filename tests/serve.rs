@@ -784,6 +784,7 @@ async fn models_replaced_while_serving_are_swapped_whole_and_a_broken_folder_is_
     })
     .await;
     let old = neural_version(s.addr).await;
+    let old_weights = std::sync::Arc::downgrade(&s.state.models().fast_model());
 
     // Requests keep coming while the model is replaced.
     let addr = s.addr;
@@ -818,6 +819,21 @@ async fn models_replaced_while_serving_are_swapped_whole_and_a_broken_folder_is_
     }
     let r = post(s.addr, "/v1/generate", None, json!({"bars": 2, "seed": 1})).await;
     assert_eq!(r.json()["version"], new.as_str());
+    // Nothing holds the old model's weights any more (every decode thread has moved on:
+    // each took a job since the swap, or takes one now).
+    for seed in 0..8 {
+        post(
+            s.addr,
+            "/v1/generate",
+            None,
+            json!({"bars": 1, "seed": seed}),
+        )
+        .await;
+    }
+    assert!(
+        old_weights.upgrade().is_none(),
+        "the replaced model is still held"
+    );
     let pinned_old = json!({"bars": 2, "version": old});
     assert_eq!(
         post(s.addr, "/v1/generate", None, pinned_old).await.status,

@@ -139,6 +139,7 @@ impl AppState {
                     versions.join(", ")
                 );
                 *self.models.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(models);
+                pool::release_freed_memory();
                 None
             }
             Err(err) => {

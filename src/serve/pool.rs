@@ -185,6 +185,7 @@ impl Thread {
                         (id, factory, model) = self.current.get();
                         scheduler = StepScheduler::new(model);
                         free.clear();
+                        release_freed_memory();
                     }
                     job
                 } else if self.current.id.load(Ordering::Acquire) != id {
@@ -227,6 +228,24 @@ fn fresh_worker(factory: &WorkerFactory) -> Option<Worker> {
             eprintln!("melodist serve: could not build a decode slot's models ({err:#})")
         })
         .ok()
+}
+
+/// Hands memory freed by replaced models back to the system. glibc keeps freed blocks
+/// in its per-thread arenas (a model's matrices fall below its adaptive mmap threshold),
+/// so without this every model swap raised the resident size by about a model's worth
+/// (soak: 53 → 67 → 98 MB over two swaps). The last holder of the old models may be
+/// any decode thread or the reload, so each calls it once after letting go.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim has no preconditions; it only returns free pages.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// A finished job gives its models back; a panicked one's are dropped.
