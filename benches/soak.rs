@@ -57,6 +57,17 @@ async fn call(
     }
 }
 
+/// Each client starts at its own seed (seeds go up to 99,999).
+const SEEDS_PER_CLIENT: u64 = 100_000 / CLIENTS as u64;
+
+/// One 4-bar phrase; its status.
+async fn generate(client: &Http, addr: SocketAddr, seed: u64) -> StatusCode {
+    let body = generate_body(seed);
+    call(client, addr, Method::POST, "/v1/generate", body)
+        .await
+        .0
+}
+
 fn generate_body(seed: u64) -> Value {
     // Seeds go up to 99,999 (`limits::SEED`).
     json!({"bars": BARS, "seed": seed % 100_000})
@@ -70,17 +81,10 @@ async fn capacity(client: &Http, addr: SocketAddr, seconds: f64) -> f64 {
             let client = client.clone();
             tokio::spawn(async move {
                 let mut ok = 0u32;
-                let mut seed = c as u64 * 1_000_000;
+                let mut seed = c as u64 * SEEDS_PER_CLIENT;
                 while Instant::now() < until {
                     seed += 1;
-                    let (status, _) = call(
-                        &client,
-                        addr,
-                        Method::POST,
-                        "/v1/generate",
-                        generate_body(seed),
-                    )
-                    .await;
+                    let status = generate(&client, addr, seed).await;
                     ok += (status == StatusCode::OK) as u32;
                 }
                 ok
@@ -178,19 +182,12 @@ async fn soak(length: Duration) {
     for c in 0..CLIENTS {
         let (client, statuses, latencies) = (client.clone(), statuses.clone(), latencies.clone());
         tasks.push(tokio::spawn(async move {
-            let mut seed = c as u64 * 1_000_000;
+            let mut seed = c as u64 * SEEDS_PER_CLIENT;
             let mut next = Instant::now();
             while Instant::now() < until {
                 seed += 1;
                 let t = Instant::now();
-                let (status, _) = call(
-                    &client,
-                    addr,
-                    Method::POST,
-                    "/v1/generate",
-                    generate_body(seed),
-                )
-                .await;
+                let status = generate(&client, addr, seed).await;
                 let tenths = (t.elapsed().as_secs_f64() * 1e4) as usize;
                 latencies.lock().unwrap()[tenths.min(99_999)] += 1;
                 *statuses.lock().unwrap().entry(status.as_u16()).or_default() += 1;
