@@ -111,13 +111,9 @@ impl<R: 'static> StepScheduler<R> {
             self.states.push(call.state);
             decodes.push(decode);
         }
-        match (&self.inputs[..], &mut self.states[..]) {
-            // The one-sequence kernel is the faster for one.
-            ([i], [s]) => {
-                self.model.step(i.prev_pitch, i.prev_dur, i.at, s);
-            }
-            _ => self.model.step_batch(&self.inputs, &mut self.states),
-        }
+        // Fewer sequences than the batched kernel's group take the one-sequence kernel
+        // inside `step_batch` itself.
+        self.model.step_batch(&self.inputs, &mut self.states);
         let size = decodes.len();
         let states = std::mem::take(&mut self.states);
         let ended = (decodes.into_iter().zip(states))
