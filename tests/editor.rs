@@ -480,3 +480,63 @@ fn hooks_capture_into_a_slot_clear_and_vary() {
     h.run_steps(2);
     assert_eq!(fx.last_set("Vary"), Some(0.0));
 }
+
+/// The *Model server* section: off by default; Apply hands the address and token to the
+/// worker at once and saves them for this user (not in the project), and the worker's
+/// report shows under it.
+#[test]
+fn the_model_server_setting_applies_to_the_worker_and_is_saved_for_this_user() {
+    use melodist::generator::remote::ServerSetting;
+    let (fx, mut state) = Fixture::new();
+    let file = fx.dir.path().join("model-server.json");
+    state.server_file = Some(file.clone());
+    assert!(!state.server_draft.enabled);
+    // A tall window: the section sits below the controls, where a producer scrolls to.
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(900.0, 2000.0))
+        .build_ui_state(|ui, state: &mut EditorState| draw(ui, state), state);
+    h.get_by_label("Model server").click();
+    h.run();
+    h.get_by_label("Ask a model server first").click();
+    h.run();
+    h.get_by_label("Server URL").focus();
+    h.run();
+    h.get_by_label("Server URL").type_text("http://studio:8088");
+    h.run();
+    h.get_by_label("Token").focus();
+    h.run();
+    h.get_by_label("Token").type_text("s3cret");
+    h.run();
+    assert!(
+        !fx.link.server.setting().enabled,
+        "nothing changes before Apply"
+    );
+    h.get_by_label("Apply server").click();
+    h.run();
+    let applied = ServerSetting {
+        enabled: true,
+        url: "http://studio:8088".into(),
+        token: "s3cret".into(),
+    };
+    assert_eq!(fx.link.server.setting(), applied);
+    let saved: ServerSetting = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved, applied);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the token file is readable by others: {mode:o}"
+        );
+    }
+    h.get_by_label_contains("Model server: asking http://studio:8088");
+    assert!(
+        !fx.params
+            .serialize_fields()
+            .values()
+            .any(|v| v.contains("s3cret")),
+        "the token is in the project"
+    );
+}

@@ -9,16 +9,20 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use melodist::cli::generate::generate_notes;
-use melodist::generator::GenSettings;
-use melodist::generator::loader::ModelChoice;
+use melodist::generator::loader::{self, ModelChoice};
+use melodist::generator::remote::{CALL_LIMIT, RemoteGenerator, ServerLink, ServerSetting};
+use melodist::generator::{Cadence, ContextNote, GenSettings, PhraseShape, render_phrase};
 use melodist::midi::MelodyNote;
 use melodist::model::tokenizer::Style;
 use melodist::music::{Key, Meter, PitchClass, Scale};
+use melodist::serve::api::{CheckedPhrase, PhraseCall};
 use melodist::serve::auth::TokenStore;
 use melodist::serve::{RunningServer, ServeConfig, start};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// A server on a free loopback port with its own database; one decode thread, decoding up
 /// to 4 requests at once.
@@ -367,6 +371,42 @@ async fn each_bad_input_gets_a_status_and_a_sentence() {
         r.error(),
         "notes[0].pitch must be between 0 and 127, not 200"
     );
+    // A plugin's phrase call with a knob, a length or an ending it cannot have.
+    let phrase = |edit: &dyn Fn(&mut Value)| {
+        let phrase = worker_phrases().remove(1);
+        let request = phrase.request();
+        let mut body = serde_json::to_value(PhraseCall::new("neural", &request)).unwrap();
+        edit(&mut body);
+        body
+    };
+    for (edit, sentence) in [
+        (
+            &(|b: &mut Value| b["settings"]["density"] = json!(5)) as &dyn Fn(&mut Value),
+            "settings.density must be between 0 and 1, not 5",
+        ),
+        (
+            &|b| b["bars"] = json!(0),
+            "bars must be between 1 and 8, not 0",
+        ),
+        (
+            &|b| b["cadence"] = json!("loud"),
+            "cadence must be \"open\", \"close\" or absent, not \"loud\"",
+        ),
+        (
+            &|b| b["context"][0]["pitch"] = json!(-1),
+            "context[0].pitch must be between 0 and 127, not -1",
+        ),
+        (
+            &|b| b["chords"] = json!(vec![0; 1000]),
+            "chords has 1000 ticks; a 2-bar phrase in 4/4 has 96",
+        ),
+    ] {
+        let r = post(s.addr, "/v1/phrase", None, phrase(edit)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.error(), sentence);
+    }
+    let r = post(s.addr, "/v1/phrase", None, phrase(&|_| {})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.error());
     let r = get(s.addr, "/v2/nothing", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(!r.error().is_empty());
@@ -734,6 +774,159 @@ async fn the_cli_asks_the_server_and_writes_here_when_it_is_gone() {
     let (ok, _, stderr) = cli(recommend, token).await;
     assert!(ok, "{stderr}");
     assert!(stderr.contains("gave no ranking"), "{stderr}");
+}
+
+/// Phrases as the plugin's worker asks for them: a 4-bar opening, a 2-bar answer after
+/// the producer's notes, a phrase over chords in 6/8, one left to end as the model likes.
+fn worker_phrases() -> Vec<CheckedPhrase> {
+    let settings = GenSettings {
+        seed: 31,
+        key: Key::new(PitchClass::D, Scale::Dorian),
+        style: Style::Reel,
+        ..GenSettings::default()
+    };
+    let played: Vec<ContextNote> = [62u8, 65, 69, 67, 65, 64]
+        .iter()
+        .map(|&pitch| ContextNote {
+            pitch,
+            duration: 0.5,
+        })
+        .collect();
+    let d_minor = 1u16 << 2 | 1 << 5 | 1 << 9;
+    let phrase = |meter, phrase_index, bars, strain_bar, cadence| CheckedPhrase {
+        settings,
+        meter,
+        phrase_index,
+        bars,
+        context: Vec::new(),
+        shape: PhraseShape {
+            strain_bar,
+            cadence,
+        },
+        chords: Vec::new(),
+    };
+    vec![
+        phrase(Meter::new(4, 4), 0, 4, 7, Some(Cadence::Open)),
+        CheckedPhrase {
+            context: played,
+            ..phrase(Meter::new(4, 4), 1, 2, 1, Some(Cadence::Close))
+        },
+        CheckedPhrase {
+            settings: GenSettings {
+                seed: 5,
+                density: 0.8,
+                ..settings
+            },
+            chords: vec![d_minor; 60],
+            ..phrase(Meter::new(6, 8), 3, 4, 3, Some(Cadence::Close))
+        },
+        phrase(Meter::new(3, 4), -2, 1, 4, None),
+    ]
+}
+
+/// The plugin's *Model server* setting, on the worker's side: every phrase comes from the
+/// server (with the user's token) and is the phrase the local model writes; with a wrong
+/// token, a server that stops answering, or one gone, the local model writes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_when_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, alice, _) = two_users(dir.path()).await;
+    let url = format!("http://{}", s.addr);
+    let link = Arc::new(ServerLink::default());
+    link.set(ServerSetting {
+        enabled: true,
+        url: url.clone(),
+        token: alice.clone(),
+    });
+    // The worker's thread is not async: the generator makes blocking calls.
+    let worker = |mut remote: RemoteGenerator| {
+        tokio::task::spawn_blocking(move || {
+            let mut local = loader::load(&ModelChoice::Default).0;
+            let mut pairs = Vec::new();
+            for phrase in worker_phrases() {
+                let request = phrase.request();
+                let started = std::time::Instant::now();
+                let remote_bars = render_phrase(&mut remote, &request);
+                let waited = started.elapsed();
+                pairs.push((remote_bars, render_phrase(local.as_mut(), &request), waited));
+            }
+            (remote, pairs)
+        })
+    };
+    let remote = RemoteGenerator::new(loader::load(&ModelChoice::Default).0, link.clone());
+    let (remote, pairs) = worker(remote).await.unwrap();
+    for (remote_bars, local_bars, _) in &pairs {
+        assert_eq!(remote_bars, local_bars);
+        assert!(remote_bars.iter().flatten().count() > 0);
+    }
+    assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
+    assert_eq!(link.fell_back.load(Ordering::Relaxed), 0);
+    assert!(
+        link.report().contains("wrote the last phrase"),
+        "{}",
+        link.report()
+    );
+    let metrics = String::from_utf8(get(s.addr, "/metrics", None).await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"melodist_requests_total{endpoint="/v1/phrase",status="200"} 4"#),
+        "{metrics}"
+    );
+
+    // A wrong token: refused, said, and the local model writes every phrase.
+    link.set(ServerSetting {
+        enabled: true,
+        url: url.clone(),
+        token: "not-a-token".into(),
+    });
+    let (remote, pairs) = worker(remote).await.unwrap();
+    assert!(pairs.iter().all(|(r, l, _)| r == l));
+    assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
+    assert_eq!(link.fell_back.load(Ordering::Relaxed), 4);
+    assert!(link.report().contains("answered 401"), "{}", link.report());
+
+    // A server that takes connections and never answers: one call waits out the limit,
+    // then the server is left alone and the rest are written here at once.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    link.set(ServerSetting {
+        enabled: true,
+        url: format!("http://{}", silent.local_addr().unwrap()),
+        token: String::new(),
+    });
+    let (remote, pairs) = worker(remote).await.unwrap();
+    assert!(pairs.iter().all(|(r, l, _)| r == l));
+    let waits: Vec<_> = pairs.iter().map(|p| p.2).collect();
+    assert!(
+        waits[0] >= CALL_LIMIT && waits[0] < CALL_LIMIT * 4,
+        "{waits:?}"
+    );
+    assert!(waits[1..].iter().all(|w| *w < CALL_LIMIT), "{waits:?}");
+    assert!(
+        link.report().contains("no answer within"),
+        "{}",
+        link.report()
+    );
+    drop(silent);
+
+    // The server gone: the same, at once.
+    link.set(ServerSetting {
+        enabled: true,
+        url,
+        token: alice,
+    });
+    s.stop().await.unwrap();
+    let (remote, pairs) = worker(remote).await.unwrap();
+    // Its client's runtime may not be dropped on an async thread.
+    tokio::task::spawn_blocking(move || drop(remote))
+        .await
+        .unwrap();
+    assert!(pairs.iter().all(|(r, l, w)| r == l && *w < CALL_LIMIT));
+    assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
+    assert_eq!(link.fell_back.load(Ordering::Relaxed), 12);
+    assert!(
+        link.report().contains("cannot reach it"),
+        "{}",
+        link.report()
+    );
 }
 
 /// The shipped neural model with every weight scaled by `factor`, as a model folder's

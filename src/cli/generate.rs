@@ -309,7 +309,8 @@ pub fn run(args: Args) -> Result<()> {
 /// The melody from `--server`, with the model that wrote it; `None` (having said why)
 /// when the server cannot give it, so that the caller writes it here.
 fn from_server(args: &Args, url: &str) -> Result<Option<(Vec<MelodyNote>, String)>> {
-    let client = ServerClient::new(url, Duration::from_secs_f64(args.server_timeout))?;
+    let client =
+        ServerClient::new(url, Duration::from_secs_f64(args.server_timeout)).context("--server")?;
     let request = match server_request(args) {
         Ok(request) => request,
         Err(local_only) => {

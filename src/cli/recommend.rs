@@ -53,7 +53,8 @@ const SERVER_MAX_COUNT: usize = 50;
 
 /// Prints the server's ranking; false (having said why) when it gave none.
 fn from_server(args: &Args, url: &str) -> Result<bool> {
-    let client = ServerClient::new(url, Duration::from_secs_f64(args.server_timeout))?;
+    let client =
+        ServerClient::new(url, Duration::from_secs_f64(args.server_timeout)).context("--server")?;
     let request = RecommendRequest {
         tempo: args.tempo.map(f64::from),
         meter: args.meter.clone(),

@@ -14,8 +14,10 @@ pub mod controls;
 pub mod hooks;
 pub mod presets;
 pub mod roll;
+pub mod server;
 
 use crate::engine::{EngineView, WorkerStatus};
+use crate::generator::remote::{ServerLink, ServerSetting};
 use crate::music::Key;
 use crate::plugin::MelodistParams;
 use crate::presets::PresetLibrary;
@@ -82,9 +84,11 @@ pub enum EditorAction {
 /// - `worker`: filled in by `activate()` once the worker exists, for the status line;
 /// - `late_bars`: the scheduler's late-bar count, published by the audio thread;
 /// - `suggestions`: the recommender's current top 5, replaced whenever it re-ranks;
-/// - `actions`: the receiving end of the editor's events (the session recorder drains it).
+/// - `actions`: the receiving end of the editor's events (the session recorder drains it);
+/// - `server`: the *Model server* setting the editor changes and the worker follows.
 pub struct EditorLink {
     pub worker: Arc<Mutex<Option<Arc<WorkerStatus>>>>,
+    pub server: Arc<ServerLink>,
     pub late_bars: Arc<AtomicU32>,
     pub suggestions: Arc<Mutex<Vec<Suggestion>>>,
     pub actions: Receiver<EditorAction>,
@@ -96,6 +100,7 @@ impl Default for EditorLink {
         let (actions_tx, actions) = bounded(ACTION_CAPACITY);
         Self {
             worker: Arc::default(),
+            server: Arc::default(),
             late_bars: Arc::default(),
             suggestions: Arc::default(),
             actions,
@@ -105,6 +110,14 @@ impl Default for EditorLink {
 }
 
 impl EditorLink {
+    /// The plugin's link: the *Model server* setting as this user saved it.
+    pub fn with_saved_server() -> Self {
+        Self {
+            server: Arc::new(ServerLink::saved()),
+            ..Self::default()
+        }
+    }
+
     pub fn set_worker_status(&self, status: Option<Arc<WorkerStatus>>) {
         *self.worker.lock().expect("not poisoned") = status;
     }
@@ -120,6 +133,11 @@ pub struct EditorState {
     pub late_bars: Arc<AtomicU32>,
     pub suggestions: Arc<Mutex<Vec<Suggestion>>>,
     actions: Sender<EditorAction>,
+    /// The *Model server* setting the worker follows, and the editor's unapplied copy.
+    pub server: Arc<ServerLink>,
+    pub server_draft: ServerSetting,
+    /// Where Apply saves the setting (`None`: no data folder; it then lasts this session).
+    pub server_file: Option<PathBuf>,
 
     pub library: PresetLibrary,
     pub factory_ids: HashSet<String>,
@@ -156,6 +174,9 @@ impl EditorState {
             late_bars: link.late_bars.clone(),
             suggestions: link.suggestions.clone(),
             actions: link.actions_tx.clone(),
+            server: link.server.clone(),
+            server_draft: link.server.setting(),
+            server_file: ServerSetting::path().ok(),
             library: PresetLibrary::default(),
             factory_ids: PresetLibrary::factory().ids().into_iter().collect(),
             preset_dir,
@@ -283,7 +304,10 @@ pub fn draw(ui: &mut Ui, state: &mut EditorState) {
         ui.separator();
         egui::ScrollArea::vertical()
             .id_salt("controls")
-            .show(ui, |ui| controls::show(ui, state));
+            .show(ui, |ui| {
+                controls::show(ui, state);
+                server::show(ui, state);
+            });
     });
     // The roll moves with the music.
     ui.ctx()

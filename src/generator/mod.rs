@@ -10,6 +10,7 @@ pub mod looping;
 pub mod markov;
 pub mod neural;
 pub mod perform;
+pub mod remote;
 
 pub use crate::model::sampler::Cadence;
 use crate::model::tokenizer::Style;
@@ -242,11 +243,25 @@ pub trait Generator: Send {
     /// Writes `request.bars` bars. Must be deterministic for a given request and RNG state,
     /// keep every pitch inside the key and register, and keep notes inside their bar.
     fn generate(&mut self, request: &PhraseRequest<'_>, rng: &mut SeedRng) -> Phrase;
+
+    /// The performed phrase ([`render_phrase`]). A generator that asks elsewhere for whole
+    /// phrases (a model server, see [`remote`]) answers here instead.
+    fn render(&mut self, request: &PhraseRequest<'_>) -> Phrase {
+        write_and_perform(self, request)
+    }
 }
 
 /// Generates a performed phrase: the model's notes plus gate, velocity and humanise.
 /// This is the one entry point the worker and the CLI use, so both produce the same notes.
 pub fn render_phrase(generator: &mut dyn Generator, request: &PhraseRequest<'_>) -> Phrase {
+    generator.render(request)
+}
+
+/// Asks the model for the notes, then performs them with the same per-phrase RNG.
+fn write_and_perform<G: Generator + ?Sized>(
+    generator: &mut G,
+    request: &PhraseRequest<'_>,
+) -> Phrase {
     let s = &request.settings;
     let mut rng = SeedRng::derive(&[
         s.seed,

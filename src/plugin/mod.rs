@@ -12,7 +12,9 @@ use crate::engine::scheduler::BlockControls;
 use crate::engine::{
     BlockTransport, EngineView, OutEvent, OutKind, Scheduler, Worker, WorkerStatus,
 };
+use crate::generator::Generator;
 use crate::generator::loader::{self, ModelChoice};
+use crate::generator::remote::RemoteGenerator;
 use companion::{Companion, CompanionLinks};
 use crossbeam_channel::Sender;
 use nice_plug::midi::{Channel, Key, VoiceID};
@@ -56,7 +58,7 @@ impl Default for Melodist {
             new_idea_was_on: false,
             vary_was_on: false,
             panic_was_on: false,
-            editor_link: EditorLink::default(),
+            editor_link: EditorLink::with_saved_server(),
             companion: None,
         }
     }
@@ -135,7 +137,14 @@ impl Plugin for Melodist {
         self.has_audio_input = layout.main_input_channels.is_some();
         if self.worker.is_none() {
             let choice = ModelChoice::from_env();
-            let loader = Box::new(move || loader::load(&choice));
+            let server = self.editor_link.server.clone();
+            // The *Model server* setting wraps whichever local model loads: it asks the
+            // server first when on, and the local model writes what the server does not.
+            let loader = Box::new(move || {
+                let (local, fallback) = loader::load(&choice);
+                let generator: Box<dyn Generator> = Box::new(RemoteGenerator::new(local, server));
+                (generator, fallback)
+            });
             self.worker = Some(Worker::spawn(loader, self.params.hooks.clone()));
             self.editor_link.set_worker_status(self.worker_status());
         }

@@ -10,11 +10,12 @@ use super::error::ApiError;
 use crate::generator::form::FORM_LENGTHS;
 use crate::generator::hooks::morph_position;
 use crate::generator::looping::LOOP_LENGTHS;
-use crate::generator::{GenSettings, Mode};
+use crate::generator::{Cadence, ContextNote, GenSettings, Mode, PhraseRequest, PhraseShape};
 use crate::limits;
 use crate::midi::MelodyNote;
+use crate::model::grid;
 use crate::model::tokenizer::Style;
-use crate::music::{Key, Meter, PitchClass, Scale};
+use crate::music::{BeatNote, Key, Meter, PitchClass, Scale};
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::ops::RangeInclusive;
@@ -287,6 +288,191 @@ impl GenerateRequest {
             channel: channel - 1,
         })
     }
+}
+
+/// `POST /v1/phrase`: one phrase exactly as a plugin's worker would write it locally
+/// (its settings, its place in the form, what came before it, the chords under it). The
+/// plugin's *Model server* setting sends these; the answer is the performed phrase, the
+/// same bars the worker's own model gives for the same models and request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhraseCall {
+    /// `neural` (default) or `markov`.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The generator settings as the plugin holds them (`GenSettings`).
+    #[schema(value_type = Object)]
+    pub settings: GenSettings,
+    /// A time signature, e.g. `4/4`.
+    pub meter: String,
+    /// Which phrase of the piece (its RNG stream).
+    pub phrase_index: i64,
+    pub bars: i64,
+    /// The notes just before the phrase, oldest first.
+    #[serde(default)]
+    pub context: Vec<ContextPitch>,
+    /// Bars left to the end of the 8-bar strain at the phrase's first bar.
+    pub strain_bar: i64,
+    /// `open`, `close`, or none (left to the model).
+    #[serde(default)]
+    pub cadence: Option<String>,
+    /// The chord under each grid tick from the phrase's start (pitch-class masks).
+    #[serde(default)]
+    pub chords: Vec<u16>,
+}
+
+/// One note of a [`PhraseCall`]'s context.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextPitch {
+    pub pitch: i64,
+    /// Quarter notes to the next note.
+    pub duration: f64,
+}
+
+/// Bars one [`PhraseCall`] may ask for (the worker asks for 4, or 2 for an answer).
+pub const MAX_PHRASE_BARS: i64 = 8;
+/// Context notes one [`PhraseCall`] may carry (the worker keeps 32 of the producer's).
+const MAX_CONTEXT_NOTES: usize = 256;
+
+/// A phrase call, checked: what [`crate::generator::render_phrase`] takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedPhrase {
+    pub settings: GenSettings,
+    pub meter: Meter,
+    pub phrase_index: i64,
+    pub bars: usize,
+    pub context: Vec<ContextNote>,
+    pub shape: PhraseShape,
+    pub chords: Vec<u16>,
+}
+
+impl PhraseCall {
+    /// What the plugin's worker sends for `request`.
+    pub fn new(model: &str, request: &PhraseRequest<'_>) -> Self {
+        Self {
+            model: Some(model.to_string()),
+            version: None,
+            settings: request.settings,
+            meter: request.meter.to_string(),
+            phrase_index: request.phrase_index,
+            bars: request.bars as i64,
+            context: (request.context.iter())
+                .map(|c| ContextPitch {
+                    pitch: i64::from(c.pitch),
+                    duration: c.duration,
+                })
+                .collect(),
+            strain_bar: i64::from(request.shape.strain_bar),
+            cadence: request.shape.cadence.map(|c| match c {
+                Cadence::Open => "open".into(),
+                Cadence::Close => "close".into(),
+            }),
+            chords: request.chords.to_vec(),
+        }
+    }
+
+    /// Checks every field against what the plugin itself can send.
+    pub fn validate(&self) -> Result<CheckedPhrase, ApiError> {
+        let s = &self.settings;
+        let unit = limits::UNIT;
+        for (field, value) in [
+            ("density", s.density),
+            ("variation", s.variation),
+            ("humanize", s.humanize),
+            ("evolve", s.evolve),
+            ("morph", s.morph),
+            ("chord_fit", s.chord_fit),
+        ] {
+            check(&format!("settings.{field}"), value, unit.clone())?;
+        }
+        check("settings.gate", s.gate, limits::GATE)?;
+        check("settings.low", s.low, limits::MIDI_NOTE)?;
+        check("settings.high", s.high, limits::MIDI_NOTE)?;
+        check("settings.velocity", s.velocity, limits::VELOCITY)?;
+        if !FORM_LENGTHS.contains(&s.form) || !LOOP_LENGTHS.contains(&s.loop_bars) {
+            return Err(ApiError::invalid(format!(
+                "settings.form must be 0, 8, 16 or 32 and settings.loop_bars 0, 1, 2, 4 or 8, not {} and {}",
+                s.form, s.loop_bars
+            )));
+        }
+        let meter = parse_meter(&self.meter)?;
+        let bars = check("bars", self.bars, 1..=MAX_PHRASE_BARS)? as usize;
+        let phrase_index = check("phrase_index", self.phrase_index, -(1 << 40)..=1 << 40)?;
+        let strain_bar = check("strain_bar", self.strain_bar, 0..=7)? as u8;
+        let cadence = match self.cadence.as_deref() {
+            None => None,
+            Some("open") => Some(Cadence::Open),
+            Some("close") => Some(Cadence::Close),
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "cadence must be \"open\", \"close\" or absent, not {other:?}"
+                )));
+            }
+        };
+        if self.context.len() > MAX_CONTEXT_NOTES {
+            return Err(ApiError::invalid(format!(
+                "context has {} notes; at most {MAX_CONTEXT_NOTES} are accepted",
+                self.context.len()
+            )));
+        }
+        let context = (self.context.iter().enumerate())
+            .map(|(i, c)| {
+                Ok(ContextNote {
+                    pitch: check(&format!("context[{i}].pitch"), c.pitch, 0..=127)? as u8,
+                    duration: check(&format!("context[{i}].duration"), c.duration, 0.0..=64.0)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        let max_ticks = bars * grid::bar_ticks(meter) as usize;
+        if self.chords.len() > max_ticks {
+            return Err(ApiError::invalid(format!(
+                "chords has {} ticks; a {bars}-bar phrase in {meter} has {max_ticks}",
+                self.chords.len()
+            )));
+        }
+        Ok(CheckedPhrase {
+            settings: GenSettings {
+                morph: morph_position(s.morph),
+                ..*s
+            },
+            meter,
+            phrase_index,
+            bars,
+            context,
+            shape: PhraseShape {
+                strain_bar,
+                cadence,
+            },
+            chords: self.chords.clone(),
+        })
+    }
+}
+
+impl CheckedPhrase {
+    /// The generator's request for this phrase.
+    pub fn request(&self) -> PhraseRequest<'_> {
+        PhraseRequest {
+            settings: self.settings,
+            meter: self.meter,
+            phrase_index: self.phrase_index,
+            bars: self.bars,
+            context: &self.context,
+            shape: self.shape,
+            chords: &self.chords,
+        }
+    }
+}
+
+/// The answer to a [`PhraseCall`]: one list of notes per bar, each relative to its bar line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PhraseAnswer {
+    pub model: String,
+    pub version: String,
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub bars: Vec<Vec<BeatNote>>,
 }
 
 /// The answer to a generate request (as JSON; `Accept: audio/midi` gets a MIDI file).

@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, Uri, header};
 use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,31 +42,48 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// A server address, with the caller's token.
+/// A server address, with the caller's token, and one connection kept open to it.
 pub struct ServerClient {
     base: String,
     token: Option<String>,
     timeout: Duration,
+    /// A runtime of the client's own (the command line and the plugin's worker have none);
+    /// it runs only while a call waits.
+    runtime: tokio::runtime::Runtime,
+    http: HttpClient<HttpConnector, Full<Bytes>>,
 }
 
 impl ServerClient {
     /// `url` is `http://host:port` (a path prefix is kept, for a server behind a proxy).
     /// The token, if any, comes from [`TOKEN_VAR`].
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let base = url.trim_end_matches('/').to_string();
+        let token = std::env::var(TOKEN_VAR).ok();
+        Self::with_token(url, token, timeout)
+    }
+
+    /// [`ServerClient::new`] with the token given (the plugin's *Model server* setting).
+    pub fn with_token(url: &str, token: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
+        let base = url.trim().trim_end_matches('/').to_string();
         let uri: Uri = base
             .parse()
-            .map_err(|e| anyhow::anyhow!("--server {url:?} is not a URL ({e})"))?;
+            .map_err(|e| anyhow::anyhow!("{url:?} is not a URL ({e})"))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             anyhow::bail!(
-                "--server {url:?}: give an http:// address such as http://studio:8088 (for https, run a TLS proxy on this machine and point --server at it)"
+                "{url:?}: give an http:// address such as http://studio:8088 (for https, run a TLS proxy on this machine and point Melodist at it)"
             );
         }
-        let token = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let http = HttpClient::builder(TokioExecutor::new()).build_http();
         Ok(Self {
             base,
-            token,
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
             timeout,
+            runtime,
+            http,
         })
     }
 
@@ -106,24 +124,17 @@ impl ServerClient {
         serde_json::from_slice(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))
     }
 
-    /// Sends on a runtime of its own (the command line has none) within the time limit.
+    /// Sends and reads the whole answer within the time limit.
     fn send(&self, request: Request<Full<Bytes>>) -> Result<(hyper::StatusCode, Bytes), CallError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let client = HttpClient::builder(TokioExecutor::new()).build_http();
         let exchange = async {
-            let response = client
-                .request(request)
-                .await
+            let response = (self.http.request(request).await)
                 .map_err(|e| CallError::Unreachable(source_chain(&e)))?;
             let status = response.status();
             let body = (response.into_body().collect().await)
                 .map_err(|e| CallError::Unreachable(e.to_string()))?;
             Ok((status, body.to_bytes()))
         };
-        runtime.block_on(async {
+        self.runtime.block_on(async {
             tokio::time::timeout(self.timeout, exchange)
                 .await
                 .map_err(|_| CallError::TimedOut(self.timeout))?

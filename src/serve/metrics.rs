@@ -11,11 +11,12 @@ use prometheus::{
 
 /// Endpoints as metric labels: a fixed set, so a client probing random paths cannot grow
 /// the label set without bound.
-pub const ENDPOINTS: [&str; 11] = [
+pub const ENDPOINTS: [&str; 12] = [
     "/healthz",
     "/metrics",
     "/v1/models",
     "/v1/generate",
+    "/v1/phrase",
     "/v1/vary",
     "/v1/morph",
     "/v1/sessions",

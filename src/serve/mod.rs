@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text ([`metrics`]) |
 //! | `GET /v1/models` | name, format, version (weights checksum), source, card |
 //! | `POST /v1/generate` | `melodist generate`'s settings → notes in beat time, or a MIDI file with `Accept: audio/midi` |
+//! | `POST /v1/phrase` | one phrase as the plugin's worker writes it (its *Model server* setting) |
 //! | `POST /v1/vary`, `/v1/morph` | the VAE: notes in, notes out |
 //! | `POST/GET/DELETE /v1/sessions` | record, list (export) and forget the caller's history |
 //! | `POST /v1/recommend` | presets ranked from the caller's own history, with reasons |

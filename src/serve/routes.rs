@@ -4,14 +4,16 @@
 
 use super::AppState;
 use super::api::{
-    self, GenerateRequest, GenerateResponse, MAX_PHRASES, MorphRequest, Note, PhrasesResponse,
-    RecommendRequest, RecommendResponse, VaeDecode, VaryRequest, check,
+    self, GenerateRequest, GenerateResponse, MAX_PHRASES, MorphRequest, Note, PhraseAnswer,
+    PhraseCall, PhrasesResponse, RecommendRequest, RecommendResponse, VaeDecode, VaryRequest,
+    check,
 };
 use super::auth::User;
 use super::error::{ApiError, ErrorBody};
 use super::history::RecordSession;
 use super::models::{ModelsResponse, Worker};
 use crate::cli::generate::{chord_ticks, generate_with};
+use crate::generator::render_phrase;
 use crate::limits;
 use crate::midi::file::melody_to_bytes;
 use crate::midi::{Melody, MelodyNote};
@@ -39,6 +41,7 @@ pub fn router(state: Shared) -> Router {
     let v1 = Router::new()
         .route("/models", get(models))
         .route("/generate", post(generate))
+        .route("/phrase", post(phrase))
         .route("/vary", post(vary_hook))
         .route("/morph", post(morph_hooks))
         .route("/recommend", post(recommend))
@@ -184,6 +187,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     paths(
         models,
         generate,
+        phrase,
         vary_hook,
         morph_hooks,
         record_session,
@@ -263,6 +267,40 @@ async fn generate(
         notes: notes.iter().map(Note::from).collect(),
     })
     .into_response())
+}
+
+/// `POST /v1/phrase`: one phrase as the plugin's worker writes it (the plugin's *Model
+/// server* setting). The same models give the same bars as the worker's own.
+#[utoipa::path(post, path = "/v1/phrase", request_body = PhraseCall, responses(
+    (status = 200, description = "The performed phrase, one list of notes per bar", body = PhraseAnswer),
+    (status = 400, description = "Not JSON", body = ErrorBody),
+    (status = 404, description = "Unknown model or model version", body = ErrorBody),
+    (status = 422, description = "A value out of range or an unknown field", body = ErrorBody),
+    (status = 429, description = "Decode queue full; see Retry-After", body = ErrorBody)
+))]
+async fn phrase(
+    State(s): State<Shared>,
+    Body(call): Body<PhraseCall>,
+) -> Result<Json<PhraseAnswer>, ApiError> {
+    let phrase = call.validate()?;
+    let kind = s
+        .models()
+        .generator(call.model.as_deref(), call.version.as_deref())?;
+    let name = call.model.unwrap_or_else(|| "neural".into());
+    let pin = call.version;
+    let answer_name = name.clone();
+    let (bars, version) = s
+        .pool
+        .run(move |w| {
+            let version = version_run(w, &name, pin.as_deref())?;
+            Ok((render_phrase(w.generator(kind), &phrase.request()), version))
+        })
+        .await?;
+    Ok(Json(PhraseAnswer {
+        model: answer_name,
+        version,
+        bars,
+    }))
 }
 
 /// The version of model `name` a decode thread runs, which the answer reports; a request
