@@ -776,6 +776,68 @@ async fn the_cli_asks_the_server_and_writes_here_when_it_is_gone() {
     assert!(stderr.contains("gave no ranking"), "{stderr}");
 }
 
+/// `melodist sessions import/export/forget --server`: each user's own history on the
+/// server, with their token; another user's is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_commands_act_on_the_callers_history_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, alice, bob) = two_users(dir.path()).await;
+    let url = format!("http://{}", s.addr);
+    let as_user = |token: &str| {
+        vec![
+            ("MELODIST_TOKEN", token.to_string()),
+            (
+                "MELODIST_DATA_DIR",
+                dir.path().join("local").display().to_string(),
+            ),
+        ]
+    };
+    let run = |args: &[&str], token: &str| {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--server".to_string(), url.clone()]);
+        cli(args, as_user(token))
+    };
+    let mine = dir.path().join("mine.jsonl");
+    let lines: String = ["reel-drive", "slow-air"]
+        .iter()
+        .map(|preset| {
+            let mut line = session(preset);
+            line["producer"] = json!("someone-else");
+            line["session"] = json!(0);
+            format!("{line}\n")
+        })
+        .collect();
+    std::fs::write(&mine, lines).unwrap();
+
+    let (ok, stdout, stderr) = run(&["sessions", "import", mine.to_str().unwrap()], &alice).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("added 2 sessions"), "{stdout}");
+    assert_eq!(sessions_of(s.addr, &alice).await.len(), 2);
+    assert!(sessions_of(s.addr, &bob).await.is_empty());
+
+    let out = dir.path().join("export.jsonl");
+    let (ok, stdout, stderr) = run(&["sessions", "export", out.to_str().unwrap()], &alice).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("exported your 2 sessions"), "{stdout}");
+    let exported = melodist::sessions::jsonl::read_file(&out).unwrap();
+    assert_eq!(exported.sessions.len(), 2);
+    assert!(exported.sessions.iter().all(|x| x.producer == "a"));
+
+    let (ok, stdout, stderr) = run(&["sessions", "forget", "--yes"], &bob).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("deleted your 0 sessions"), "{stdout}");
+    assert_eq!(sessions_of(s.addr, &alice).await.len(), 2);
+    let (ok, stdout, stderr) = run(&["sessions", "forget", "--yes"], &alice).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("deleted your 2 sessions"), "{stdout}");
+    assert!(sessions_of(s.addr, &alice).await.is_empty());
+
+    // A wrong token is an error that says so, and changes nothing.
+    let (ok, _, stderr) = run(&["sessions", "forget", "--yes"], "mld_wrong").await;
+    assert!(!ok);
+    assert!(stderr.contains("answered 401"), "{stderr}");
+}
+
 /// Phrases as the plugin's worker asks for them: a 4-bar opening, a 2-bar answer after
 /// the producer's notes, a phrase over chords in 6/8, one left to end as the model likes.
 fn worker_phrases() -> Vec<CheckedPhrase> {
@@ -1240,4 +1302,234 @@ async fn instances_behind_nginx_share_the_load_and_cover_for_each_other() {
     }
     assert_eq!(answered(&a).await - 8, from_a + 4);
     drop(proxy);
+}
+
+/// A PostgreSQL server from the system's packages (`apt-get install postgresql`), run for
+/// one test in a temporary folder on a free loopback port. PostgreSQL refuses to run as
+/// root, so a root test runs it as the `postgres` user the package creates.
+struct Postgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").exists())
+            .max()
+            .expect("PostgreSQL is not installed here: apt-get install postgresql (.ci/run does)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Self { dir, bin, port };
+        if pg.as_root() {
+            let owned = std::process::Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+            assert!(owned.success());
+        }
+        let data = pg.dir.path().join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "melodist",
+                "--no-sync",
+            ],
+        );
+        pg.up();
+        pg
+    }
+
+    fn as_root(&self) -> bool {
+        let id = std::process::Command::new("id").arg("-u").output().unwrap();
+        String::from_utf8_lossy(&id.stdout).trim() == "0"
+    }
+
+    /// Runs one of PostgreSQL's programs (as `postgres` when we are root).
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = if self.as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let out = command.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server and waits until it takes connections.
+    fn up(&self) {
+        let dir = self.dir.path().to_str().unwrap();
+        let options = format!(
+            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        let (data, log) = (format!("{dir}/data"), format!("{dir}/log"));
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
+    }
+
+    /// Stops it at once, as a crash or a power cut would.
+    fn down(&self) {
+        let data = format!("{}/data", self.dir.path().display());
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://melodist@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = format!("{}/data", self.dir.path().display());
+        let _ = std::process::Command::new(self.bin.join("pg_ctl"))
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+        if self.as_root() {
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}
+
+/// Two instances on one PostgreSQL database (`--postgres`) serve the same users: a token
+/// made with the command line works on both, a session recorded on one is listed, ranked
+/// from and forgotten on the other, and users stay apart. With the database down, calls
+/// get a 503 and a sentence; when it is back, both instances reconnect with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_postgres_database_share_users_and_survive_its_restart() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let url = pg.url();
+    let token = |name: &str| {
+        let args = ["serve", "token", "add", name, "--postgres", &url].map(String::from);
+        cli(args.to_vec(), vec![])
+    };
+    let (ok, alice, stderr) = token("alice").await;
+    assert!(ok, "{stderr}");
+    let (ok, bob, stderr) = token("bob").await;
+    assert!(ok, "{stderr}");
+    let (alice, bob) = (alice.trim().to_string(), bob.trim().to_string());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared = |c: &mut ServeConfig| {
+        c.postgres = Some(url.clone());
+        c.require_token = true;
+    };
+    let a = server(dir_a.path(), shared).await;
+    let b = server(dir_b.path(), shared).await;
+
+    let r = post(a.addr, "/v1/sessions", Some(&alice), session("slow-air")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    post(b.addr, "/v1/sessions", Some(&bob), session("reel-drive")).await;
+    let on_b = sessions_of(b.addr, &alice).await;
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(on_b[0]["producer"], "alice");
+    assert!(on_b[0].to_string().contains("slow-air"));
+    let bobs = sessions_of(a.addr, &bob).await;
+    assert_eq!(bobs.len(), 1);
+    assert!(!bobs[0].to_string().contains("slow-air"));
+    let ranked = post(b.addr, "/v1/recommend", Some(&alice), json!({"count": 50}))
+        .await
+        .json();
+    assert_eq!(ranked["sessions"], 1);
+    assert_eq!(ranked["presets"][0]["preset_id"], "slow-air", "{ranked}");
+
+    // Forgotten on B: gone on A too, and only alice's.
+    let r = call(
+        b.addr,
+        Method::DELETE,
+        "/v1/sessions",
+        Some(&alice),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["deleted"], 1);
+    assert!(sessions_of(a.addr, &alice).await.is_empty());
+    assert_eq!(sessions_of(a.addr, &bob).await.len(), 1);
+
+    // The database goes down: a sentence, not a panic or a hang; nothing half-written.
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.down();
+        pg
+    })
+    .await
+    .unwrap();
+    let r = post(a.addr, "/v1/sessions", Some(&bob), session("slow-air")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.error().contains("try again"), "{}", r.error());
+    let r = get(b.addr, "/v1/sessions", Some(&bob)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.error().contains("PostgreSQL"), "{}", r.error());
+    // With tokens required, every call needs the database to check its token.
+    assert_eq!(
+        post(a.addr, "/v1/generate", Some(&bob), json!({"bars": 1}))
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a token cannot be checked without the database"
+    );
+
+    // Back up: both instances reconnect, and bob's history is whole.
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.up();
+        pg
+    })
+    .await
+    .unwrap();
+    assert_eq!(sessions_of(a.addr, &bob).await.len(), 1);
+    let r = post(b.addr, "/v1/sessions", Some(&bob), session("slow-air")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(sessions_of(a.addr, &bob).await.len(), 2);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
+/// Another process holding the SQLite database's write lock (a backup, a stuck writer):
+/// recording waits for it a while, then gets a 503 with a sentence and stores nothing;
+/// reading goes on meanwhile (WAL), and once the lock is gone the session is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_is_a_503_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, alice, _) = two_users(dir.path()).await;
+    post(s.addr, "/v1/sessions", Some(&alice), session("slow-air")).await;
+    let other = rusqlite::Connection::open(dir.path().join("server.db")).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let r = post(s.addr, "/v1/sessions", Some(&alice), session("reel-drive")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.error().contains("nothing was changed, try again"), "{}", r.error());
+    assert_eq!(sessions_of(s.addr, &alice).await.len(), 1);
+    other.execute_batch("ROLLBACK").unwrap();
+    let r = post(s.addr, "/v1/sessions", Some(&alice), session("reel-drive")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(sessions_of(s.addr, &alice).await.len(), 2);
 }

@@ -10,12 +10,12 @@
 //! address. On any other address every `/v1` call needs a token ([`Access::TokenRequired`]).
 
 use super::error::ApiError;
+use super::store::{SqliteStore, Store};
 use crate::sessions::LOCAL_PRODUCER;
-use anyhow::{Context, Result, bail};
-use rusqlite::{Connection, OptionalExtension, params};
+use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 /// Who may call without a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +33,9 @@ pub struct User(pub String);
 /// Token names: what history rows are filed under.
 const NAME_HELP: &str = "1-64 letters, digits, '-', '_' or '.'";
 
-/// The `api_tokens` table of the server's database (next to the session tables).
+/// The server's API tokens, kept (as hashes) in its [`Store`].
 pub struct TokenStore {
-    conn: Mutex<Connection>,
+    store: Arc<dyn Store>,
 }
 
 /// One row of `token list`.
@@ -46,30 +46,13 @@ pub struct TokenInfo {
 }
 
 impl TokenStore {
-    pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the server database {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS api_tokens (
-                name TEXT PRIMARY KEY,
-                sha256 TEXT NOT NULL UNIQUE,
-                created_at INTEGER NOT NULL
-            );",
-        )
-        .context("cannot create the api_tokens table")?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (statements are atomic).
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The tokens of the SQLite database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self::new(Arc::new(SqliteStore::open(path)?)))
     }
 
     /// Creates a token for `name` and returns it: the only time it is ever seen.
@@ -78,54 +61,28 @@ impl TokenStore {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
         let token = format!("mld_{}", hex(&bytes));
-        let inserted = self.conn().execute(
-            "INSERT OR IGNORE INTO api_tokens (name, sha256, created_at) VALUES (?1, ?2, ?3)",
-            params![name, hash(&token), now_ms()],
-        )?;
-        if inserted == 0 {
+        if !self.store.add_token(name, &hash(&token), now_ms())? {
             bail!("a token named {name:?} exists already (remove it first to replace it)");
         }
         Ok(token)
     }
 
     pub fn list(&self) -> Result<Vec<TokenInfo>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, created_at FROM api_tokens ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(TokenInfo {
-                name: r.get(0)?,
-                created_at_ms: r.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.store.tokens()
     }
 
     /// Removes `name`'s token (its history stays until forgotten); false if none.
     pub fn remove(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM api_tokens WHERE name = ?1", params![name])?
-            > 0)
+        self.store.remove_token(name)
     }
 
     pub fn count(&self) -> Result<usize> {
-        Ok(self
-            .conn()
-            .query_row("SELECT COUNT(*) FROM api_tokens", [], |r| {
-                r.get::<_, i64>(0)
-            })? as usize)
+        self.store.token_count()
     }
 
     /// The user a token belongs to, if it is one of ours.
     pub fn user_of(&self, token: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT name FROM api_tokens WHERE sha256 = ?1",
-                params![hash(token)],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.store.user_of_hash(&hash(token))
     }
 
     /// The caller of a request with this `Authorization` header value (if any).

@@ -99,16 +99,41 @@ impl ServerClient {
         body: &B,
     ) -> Result<A, CallError> {
         let body = serde_json::to_vec(body).map_err(|e| CallError::BadAnswer(e.to_string()))?;
+        let bytes = self.call(Method::POST, path, Some(body), "application/json")?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))
+    }
+
+    /// `DELETE path`; the JSON answer.
+    pub fn delete<A: DeserializeOwned>(&self, path: &str) -> Result<A, CallError> {
+        let bytes = self.call(Method::DELETE, path, None, "application/json")?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))
+    }
+
+    /// `GET path`; the answer's bytes, whatever they are.
+    pub fn get_bytes(&self, path: &str) -> Result<Bytes, CallError> {
+        self.call(Method::GET, path, None, "*/*")
+    }
+
+    /// One call with the token; the body of a success, or why there is none.
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<Vec<u8>>,
+        accept: &str,
+    ) -> Result<Bytes, CallError> {
         let mut request = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json");
+            .header(header::ACCEPT, accept);
+        if json.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::from(json.unwrap_or_default())))
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let (status, bytes) = self.send(request)?;
         if !status.is_success() {
@@ -121,7 +146,7 @@ impl ServerClient {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| CallError::BadAnswer(e.to_string()))
+        Ok(bytes)
     }
 
     /// Sends and reads the whole answer within the time limit.

@@ -12,6 +12,9 @@ pub struct ServeConfig {
     pub bind: SocketAddr,
     /// The server's SQLite database: users' session history and API token hashes.
     pub db: PathBuf,
+    /// A PostgreSQL URL: the history and tokens live there instead of `db`, shared by
+    /// every instance given the same URL (see `serve::store`).
+    pub postgres: Option<String>,
     /// Folder with `neural/` and `vae/` (see [`super::models`]).
     pub models: PathBuf,
     /// Decode threads: one per core.
@@ -39,6 +42,7 @@ impl Default for ServeConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8088)),
             db: PathBuf::from("melodist-server.db"),
+            postgres: None,
             models: PathBuf::from("models"),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch: 4,

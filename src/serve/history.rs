@@ -1,6 +1,6 @@
 //! Per-user session history on the server: record a session, list (export) it, forget it,
 //! and rank presets from it. Every call is scoped to the caller ([`User`]) by the
-//! database queries themselves ([`SessionDb::load_log_of`], [`SessionDb::forget_producer`]):
+//! store's queries themselves ([`Store::sessions_of`], [`Store::forget`]):
 //! a user's id never comes from the request body, so no body can name someone else.
 //!
 //! Recommendations are fitted on the caller's history alone: the hybrid's popularity and
@@ -11,13 +11,14 @@ use super::api::{
 };
 use super::auth::User;
 use super::error::ApiError;
+use super::store::{SqliteStore, Store};
 use crate::limits;
 use crate::presets::PresetLibrary;
 use crate::recommend::{Catalogue, Context, Dataset, Hybrid, HybridWeights, Recommender};
-use crate::sessions::{Event, Session, SessionContext, SessionDb, SessionLog};
+use crate::sessions::{Event, Session, SessionContext, SessionLog};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 /// Events one recorded session may hold.
 pub const MAX_EVENTS: usize = 10_000;
@@ -41,9 +42,21 @@ pub struct RecordSession {
     pub events: Vec<Event>,
 }
 
-/// The server's history database and the preset catalogue it ranks.
+impl From<&Session> for RecordSession {
+    /// A local session as a server records it (under the caller, whoever it was here).
+    fn from(s: &Session) -> Self {
+        Self {
+            started_at_ms: s.started_at_ms,
+            ended_at_ms: s.ended_at_ms,
+            context: s.context,
+            events: s.events.clone(),
+        }
+    }
+}
+
+/// The server's history (in its [`Store`]) and the preset catalogue it ranks.
 pub struct History {
-    db: Mutex<SessionDb>,
+    store: Arc<dyn Store>,
     library: PresetLibrary,
 }
 
@@ -57,19 +70,16 @@ fn db_error(err: anyhow::Error) -> ApiError {
 }
 
 impl History {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = SessionDb::open(path)?;
-        if let Some(note) = &db.recovered {
-            eprintln!("melodist serve: warning: {note}");
-        }
-        Ok(Self {
-            db: Mutex::new(db),
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
             library: PresetLibrary::factory(),
-        })
+        }
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, SessionDb> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    /// The history in the SQLite database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self::new(Arc::new(SqliteStore::open(path)?)))
     }
 
     /// Stores one session under the caller's name.
@@ -88,28 +98,26 @@ impl History {
             )));
         }
         let events = s.events.len();
-        let log = SessionLog {
-            sessions: vec![Session {
-                producer: user.0.clone(),
-                session: 0,
-                started_at_ms: s.started_at_ms,
-                ended_at_ms: s.ended_at_ms,
-                context: s.context,
-                events: s.events,
-            }],
+        let session = Session {
+            producer: user.0.clone(),
+            session: 0,
+            started_at_ms: s.started_at_ms,
+            ended_at_ms: s.ended_at_ms,
+            context: s.context,
+            events: s.events,
         };
-        self.db().import_log(&log).map_err(db_error)?;
+        self.store.record(&session).map_err(db_error)?;
         Ok(events)
     }
 
     /// The caller's sessions, oldest first.
     pub fn list(&self, user: &User) -> Result<SessionLog, ApiError> {
-        self.db().load_log_of(&user.0).map_err(db_error)
+        self.store.sessions_of(&user.0).map_err(db_error)
     }
 
     /// Deletes the caller's sessions; returns how many.
     pub fn forget(&self, user: &User) -> Result<usize, ApiError> {
-        self.db().forget_producer(&user.0).map_err(db_error)
+        self.store.forget(&user.0).map_err(db_error)
     }
 
     /// Ranks the presets for a context from the caller's own history.

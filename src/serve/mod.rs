@@ -18,6 +18,7 @@
 //! Layout, one concern per file: [`config`] (options), [`api`] (bodies and validation),
 //! [`routes`] (paths and layers), [`pool`] (the decode threads and their bounded queue),
 //! [`models`] (what is loaded), [`auth`] (tokens), [`history`] (per-user sessions),
+//! [`store`] (where tokens and history live: SQLite, or PostgreSQL shared by instances),
 //! [`metrics`], [`error`].
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod models;
 pub mod pool;
 pub mod routes;
+pub mod store;
 
 use anyhow::{Context, Result, bail};
 use auth::{Access, TokenStore};
@@ -42,6 +44,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use store::{PostgresStore, SqliteStore, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -62,21 +65,27 @@ pub struct AppState {
 impl AppState {
     /// Opens the database, loads the models and starts the decode threads.
     pub fn build(config: ServeConfig) -> Result<Self> {
-        let tokens = TokenStore::open(&config.db)?;
+        let store = open_store(config.postgres.as_deref(), &config.db)?;
+        let tokens = TokenStore::new(store.clone());
         let access = if config.require_token || !config.bind.ip().is_loopback() {
             Access::TokenRequired
         } else {
             Access::LocalAnonymous
         };
         if access == Access::TokenRequired && tokens.count()? == 0 {
+            let (place, option) = match &config.postgres {
+                Some(url) => (url.clone(), format!("--postgres {url}")),
+                None => (
+                    config.db.display().to_string(),
+                    format!("--db {}", config.db.display()),
+                ),
+            };
             bail!(
-                "serving on {} needs API tokens and {} has none: add one with 'melodist serve token add NAME --db {}' (or bind to 127.0.0.1 for this machine only)",
+                "serving on {} needs API tokens and {place} has none: add one with 'melodist serve token add NAME {option}' (or bind to 127.0.0.1 for this machine only)",
                 config.bind,
-                config.db.display(),
-                config.db.display()
             );
         }
-        let history = History::open(&config.db)?;
+        let history = History::new(store);
         let models = Models::load(&config.models)
             .with_context(|| format!("cannot load the models in {}", config.models.display()))?;
         let metrics = Metrics::new().context("cannot set up the metrics")?;
@@ -250,6 +259,10 @@ pub struct Args {
     /// Melodist data folder.
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Keep tokens and history in this PostgreSQL database instead of --db
+    /// (postgres://user@host:port/db): every instance given the same URL serves every user.
+    #[arg(long, env = POSTGRES_ENV)]
+    pub postgres: Option<String>,
     /// Models folder: neural/ (else the built-in model) and vae/.
     #[arg(long, default_value = "models")]
     pub models: PathBuf,
@@ -284,20 +297,55 @@ pub enum TokenCommand {
     /// Create a token for NAME and print it.
     Add {
         name: String,
-        #[arg(long)]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// List token names and when they were made.
     List {
-        #[arg(long)]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Delete NAME's token (their history stays until they forget it).
     Remove {
         name: String,
-        #[arg(long)]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
     },
+}
+
+/// The environment variable `--postgres` may come from (keeps a password out of `ps`).
+pub const POSTGRES_ENV: &str = "MELODIST_POSTGRES";
+
+/// Which database the token commands use: the server's.
+#[derive(clap::Args)]
+pub struct DbArgs {
+    /// The server's SQLite database (default: server.db in the Melodist data folder).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// The PostgreSQL database of servers started with --postgres.
+    #[arg(long, env = POSTGRES_ENV)]
+    postgres: Option<String>,
+}
+
+impl DbArgs {
+    /// The tokens, and where they are (for messages).
+    fn open(self) -> Result<(TokenStore, String)> {
+        let path = db_path(self.db)?;
+        let place = match &self.postgres {
+            Some(url) => url.clone(),
+            None => path.display().to_string(),
+        };
+        let store = open_store(self.postgres.as_deref(), &path)?;
+        Ok((TokenStore::new(store), place))
+    }
+}
+
+/// PostgreSQL when a URL is given, else the SQLite file at `db`.
+fn open_store(postgres: Option<&str>, db: &std::path::Path) -> Result<Arc<dyn Store>> {
+    Ok(match postgres {
+        Some(url) => Arc::new(PostgresStore::connect(url)?),
+        None => Arc::new(SqliteStore::open(db)?),
+    })
 }
 
 fn db_path(db: Option<PathBuf>) -> Result<PathBuf> {
@@ -317,16 +365,15 @@ pub fn run(args: Args) -> Result<()> {
 fn tokens(command: TokenCommand) -> Result<()> {
     match command {
         TokenCommand::Add { name, db } => {
-            let path = db_path(db)?;
-            let token = TokenStore::open(&path)?.add(&name)?;
+            let (tokens, place) = db.open()?;
+            let token = tokens.add(&name)?;
             println!("{token}");
             eprintln!(
-                "token for {name:?} stored (as a hash) in {}; this is the only time it is shown",
-                path.display()
+                "token for {name:?} stored (as a hash) in {place}; this is the only time it is shown"
             );
         }
         TokenCommand::List { db } => {
-            for t in TokenStore::open(&db_path(db)?)?.list()? {
+            for t in db.open()?.0.list()? {
                 println!(
                     "{}\tcreated {} ms after the Unix epoch",
                     t.name, t.created_at_ms
@@ -334,7 +381,7 @@ fn tokens(command: TokenCommand) -> Result<()> {
             }
         }
         TokenCommand::Remove { name, db } => {
-            if !TokenStore::open(&db_path(db)?)?.remove(&name)? {
+            if !db.open()?.0.remove(&name)? {
                 bail!("no token named {name:?}");
             }
             println!("removed the token of {name:?}");
@@ -348,6 +395,7 @@ fn serve(args: Args) -> Result<()> {
     let config = ServeConfig {
         bind: args.bind,
         db: db_path(args.db)?,
+        postgres: args.postgres,
         models: args.models,
         threads: args.threads.unwrap_or(ServeConfig::default().threads),
         batch: args.batch,
