@@ -1526,7 +1526,11 @@ async fn a_locked_database_is_a_503_and_loses_nothing() {
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let r = post(s.addr, "/v1/sessions", Some(&alice), session("reel-drive")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.error().contains("nothing was changed, try again"), "{}", r.error());
+    assert!(
+        r.error().contains("nothing was changed, try again"),
+        "{}",
+        r.error()
+    );
     assert_eq!(sessions_of(s.addr, &alice).await.len(), 1);
     other.execute_batch("ROLLBACK").unwrap();
     let r = post(s.addr, "/v1/sessions", Some(&alice), session("reel-drive")).await;
