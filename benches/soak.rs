@@ -101,20 +101,9 @@ async fn capacity(client: &Http, addr: SocketAddr, seconds: f64) -> f64 {
 /// The shipped neural model with every weight scaled by `factor`, written into `dir` the
 /// way a deploy does (weights first, then the config, each renamed over the old file).
 fn replace_model(dir: &Path, factor: f32) {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/models/neural");
-    let mut weights = std::fs::read(format!("{root}/model.safetensors")).unwrap();
-    let header = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
-    for chunk in weights[8 + header..].chunks_exact_mut(4) {
-        let x = f32::from_le_bytes(chunk.try_into().unwrap()) * factor;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(format!("{root}/config.json")).unwrap()).unwrap();
-    config["weights_fnv1a"] = json!(format!("{:016x}", melodist::music::fnv1a(&weights)));
-    for (name, bytes) in [
-        ("model.safetensors", weights),
-        ("config.json", serde_json::to_vec(&config).unwrap()),
-    ] {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/neural"));
+    let (weights, config) = melodist::serve::models::scaled_neural_model(root, factor).unwrap();
+    for (name, bytes) in [("model.safetensors", weights), ("config.json", config)] {
         let fresh = dir.join(format!("{name}.new"));
         std::fs::write(&fresh, bytes).unwrap();
         std::fs::rename(&fresh, dir.join(name)).unwrap();

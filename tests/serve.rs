@@ -991,21 +991,9 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
     );
 }
 
-/// The shipped neural model with every weight scaled by `factor`, as a model folder's
-/// (weights, config) bytes with the matching checksum: another version of the model.
+/// The shipped neural model with every weight scaled by `factor`: another version of it.
 fn scaled_model(factor: f32) -> (Vec<u8>, Vec<u8>) {
-    let mut weights = std::fs::read("models/neural/model.safetensors").unwrap();
-    // safetensors: an 8-byte little-endian header length, a JSON header, then the data
-    // (all f32 in this model).
-    let header = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
-    for chunk in weights[8 + header..].chunks_exact_mut(4) {
-        let x = f32::from_le_bytes(chunk.try_into().unwrap()) * factor;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read("models/neural/config.json").unwrap()).unwrap();
-    config["weights_fnv1a"] = json!(format!("{:016x}", melodist::music::fnv1a(&weights)));
-    (weights, serde_json::to_vec(&config).unwrap())
+    melodist::serve::models::scaled_neural_model(Path::new("models/neural"), factor).unwrap()
 }
 
 /// Writes `bytes` to `path` the way a careful deploy does: a new file renamed over the old.

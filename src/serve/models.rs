@@ -251,3 +251,21 @@ impl Models {
         PathBuf::from("models")
     }
 }
+
+/// Another version of the neural model in `dir` (a `neural/` folder): every weight scaled
+/// by `factor`, with `config.json`'s checksum to match, as (weights, config) bytes. The
+/// tests and the soak serve it to swap models while serving.
+pub fn scaled_neural_model(dir: &Path, factor: f32) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut weights = std::fs::read(dir.join(WEIGHTS_FILE))?;
+    // safetensors: an 8-byte little-endian header length, a JSON header, then the data
+    // (all f32 in this model).
+    let header = u64::from_le_bytes(weights[..8].try_into()?) as usize;
+    for chunk in weights[8 + header..].chunks_exact_mut(4) {
+        let x = f32::from_le_bytes(chunk.try_into()?) * factor;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE))?)?;
+    config["weights_fnv1a"] = format!("{:016x}", crate::music::fnv1a(&weights)).into();
+    Ok((weights, serde_json::to_vec(&config)?))
+}
