@@ -7,7 +7,7 @@ use melodist::recommend::eval::{self, Metrics};
 use melodist::recommend::sim::{self, SimConfig};
 use melodist::recommend::{
     Catalogue, ContentBased, Context, ContextPopularity, Dataset, Feedback, Hybrid, HybridWeights,
-    ItemCf, Popularity, RandomBaseline, Recommender, SessionKnn, all_recommenders,
+    ItemCf, PERSONAL_GROWTH, Popularity, RandomBaseline, Recommender, SessionKnn, all_recommenders,
 };
 use melodist::sessions::{Event, EventKind, Session, SessionContext, SessionLog};
 
@@ -224,7 +224,17 @@ fn hybrid_personalises_and_falls_back_at_cold_start() {
     let log = co_kept_log();
     let hybrid = fitted(Hybrid::new(HybridWeights::TUNED), &log);
     let me = for_producer("me", &ctx(120.0, (4, 4), a_minor()));
-    assert_eq!(hybrid.weights_for(&me), HybridWeights::TUNED);
+    // The personal part weighs more with every session of the producer's.
+    let (sessions, _) = hybrid.session_counts(&me);
+    assert!(sessions > 0);
+    let grown = HybridWeights::TUNED.personal * (1.0 + sessions as f32 / PERSONAL_GROWTH);
+    assert_eq!(
+        hybrid.weights_for(&me),
+        HybridWeights {
+            personal: grown,
+            ..HybridWeights::TUNED
+        }
+    );
     assert_eq!(top_ids(&hybrid, &me, 1), vec!["reel-drive"]);
     let stranger = for_producer("stranger", &ctx(120.0, (4, 4), a_minor()));
     assert_eq!(hybrid.weights_for(&stranger), HybridWeights::COLD_START);

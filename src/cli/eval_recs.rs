@@ -8,7 +8,9 @@ use super::ranged;
 use crate::presets::{self, PresetLibrary};
 use crate::recommend::eval::{self, Metrics};
 use crate::recommend::sim::{self, SimConfig};
-use crate::recommend::{Catalogue, HybridWeights, STRONG_BASELINES, all_recommenders};
+use crate::recommend::{
+    Catalogue, HybridWeights, PERSONAL_GROWTH, STRONG_BASELINES, all_recommenders,
+};
 use crate::sessions::{self, SessionDb, SessionLog, jsonl};
 use anyhow::Result;
 use std::io::Write;
@@ -159,9 +161,13 @@ fn evaluate_log(
                 HybridWeights::COLD_START
             )
         } else if args.tune {
-            format!("hybrid weights (tuned on this split's training data): {weights}")
+            format!(
+                "hybrid weights (tuned on this split's training data): {weights}; personal x (1 + sessions / {PERSONAL_GROWTH})"
+            )
         } else {
-            format!("hybrid weights (fixed, shipped): {weights}")
+            format!(
+                "hybrid weights (fixed, shipped): {weights}; personal x (1 + sessions / {PERSONAL_GROWTH})"
+            )
         };
         say!(out, "{}  {note}", eval::table(&name, &rows));
         let group = Group { name, rows };

@@ -44,7 +44,7 @@ pub mod sim;
 pub use content::ContentBased;
 pub use data::{Catalogue, Context, Dataset, Feedback, Item, SessionRow};
 pub use evidence::Evidence;
-pub use hybrid::{Hybrid, HybridWeights};
+pub use hybrid::{Hybrid, HybridWeights, PERSONAL_GROWTH};
 pub use item_cf::ItemCf;
 pub use popularity::{
     ContextPopularity, PersonalPopularity, Popularity, RandomBaseline, RecentPersonal,
