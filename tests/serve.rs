@@ -895,11 +895,15 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
     let (s, alice, _) = two_users(dir.path()).await;
     let url = format!("http://{}", s.addr);
     let link = Arc::new(ServerLink::default());
-    link.set(ServerSetting {
-        enabled: true,
-        url: url.clone(),
-        token: alice.clone(),
-    });
+    // What the editor's Apply does.
+    let point_at = |url: String, token: &str| {
+        link.set(ServerSetting {
+            enabled: true,
+            url,
+            token: token.to_string(),
+        })
+    };
+    point_at(url.clone(), &alice);
     // The worker's thread is not async: the generator makes blocking calls.
     let worker = |mut remote: RemoteGenerator| {
         tokio::task::spawn_blocking(move || {
@@ -935,11 +939,7 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
     );
 
     // A wrong token: refused, said, and the local model writes every phrase.
-    link.set(ServerSetting {
-        enabled: true,
-        url: url.clone(),
-        token: "not-a-token".into(),
-    });
+    point_at(url.clone(), "not-a-token");
     let (remote, pairs) = worker(remote).await.unwrap();
     assert!(pairs.iter().all(|(r, l, _)| r == l));
     assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
@@ -949,11 +949,7 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
     // A server that takes connections and never answers: one call waits out the limit,
     // then the server is left alone and the rest are written here at once.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    link.set(ServerSetting {
-        enabled: true,
-        url: format!("http://{}", silent.local_addr().unwrap()),
-        token: String::new(),
-    });
+    point_at(format!("http://{}", silent.local_addr().unwrap()), "");
     let (remote, pairs) = worker(remote).await.unwrap();
     assert!(pairs.iter().all(|(r, l, _)| r == l));
     let waits: Vec<_> = pairs.iter().map(|p| p.2).collect();
@@ -970,11 +966,7 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
     drop(silent);
 
     // The server gone: the same, at once.
-    link.set(ServerSetting {
-        enabled: true,
-        url,
-        token: alice,
-    });
+    point_at(url, &alice);
     s.stop().await.unwrap();
     let (remote, pairs) = worker(remote).await.unwrap();
     // Its client's runtime may not be dropped on an async thread.
