@@ -919,19 +919,19 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
             (remote, pairs)
         })
     };
+    // Phrases from the server and from the local model so far, and what the editor shows.
+    let counted = |served: u64, here: u64, said: &str| {
+        assert_eq!(link.from_server.load(Ordering::Relaxed), served);
+        assert_eq!(link.fell_back.load(Ordering::Relaxed), here);
+        assert!(link.report().contains(said), "{}", link.report());
+    };
     let remote = RemoteGenerator::new(loader::load(&ModelChoice::Default).0, link.clone());
     let (remote, pairs) = worker(remote).await.unwrap();
     for (remote_bars, local_bars, _) in &pairs {
         assert_eq!(remote_bars, local_bars);
         assert!(remote_bars.iter().flatten().count() > 0);
     }
-    assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
-    assert_eq!(link.fell_back.load(Ordering::Relaxed), 0);
-    assert!(
-        link.report().contains("wrote the last phrase"),
-        "{}",
-        link.report()
-    );
+    counted(4, 0, "wrote the last phrase");
     let metrics = String::from_utf8(get(s.addr, "/metrics", None).await.body.to_vec()).unwrap();
     assert!(
         metrics.contains(r#"melodist_requests_total{endpoint="/v1/phrase",status="200"} 4"#),
@@ -942,9 +942,7 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
     point_at(url.clone(), "not-a-token");
     let (remote, pairs) = worker(remote).await.unwrap();
     assert!(pairs.iter().all(|(r, l, _)| r == l));
-    assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
-    assert_eq!(link.fell_back.load(Ordering::Relaxed), 4);
-    assert!(link.report().contains("answered 401"), "{}", link.report());
+    counted(4, 4, "answered 401");
 
     // A server that takes connections and never answers: one call waits out the limit,
     // then the server is left alone and the rest are written here at once.
@@ -958,11 +956,7 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
         "{waits:?}"
     );
     assert!(waits[1..].iter().all(|w| *w < CALL_LIMIT), "{waits:?}");
-    assert!(
-        link.report().contains("no answer within"),
-        "{}",
-        link.report()
-    );
+    counted(4, 8, "no answer within");
     drop(silent);
 
     // The server gone: the same, at once.
@@ -974,13 +968,7 @@ async fn the_plugins_worker_gets_its_phrases_from_the_server_and_plays_locally_w
         .await
         .unwrap();
     assert!(pairs.iter().all(|(r, l, w)| r == l && *w < CALL_LIMIT));
-    assert_eq!(link.from_server.load(Ordering::Relaxed), 4);
-    assert_eq!(link.fell_back.load(Ordering::Relaxed), 12);
-    assert!(
-        link.report().contains("cannot reach it"),
-        "{}",
-        link.report()
-    );
+    counted(4, 12, "cannot reach it");
 }
 
 /// The shipped neural model with every weight scaled by `factor`: another version of it.

@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::history::RecordSession;
 use super::models::{ModelsResponse, Worker};
 use crate::cli::generate::{chord_ticks, generate_with};
-use crate::generator::render_phrase;
+use crate::generator::{Generator, render_phrase};
 use crate::limits;
 use crate::midi::file::melody_to_bytes;
 use crate::midi::{Melody, MelodyNote};
@@ -226,11 +226,6 @@ async fn generate(
     Body(req): Body<GenerateRequest>,
 ) -> Result<Response, ApiError> {
     let g = req.validate(s.config.max_bars)?;
-    let kind = s
-        .models()
-        .generator(req.model.as_deref(), req.version.as_deref())?;
-    let name = req.model.clone().unwrap_or_else(|| "neural".into());
-    let pin = req.version.clone();
     let chords = match &req.chords {
         Some(text) => {
             let progression = Progression::parse(text, g.meter.beats_per_bar())
@@ -239,14 +234,10 @@ async fn generate(
         }
         None => Vec::new(),
     };
-    let (notes, version) = s
-        .pool
-        .run(move |w| {
-            let version = version_run(w, &name, pin.as_deref())?;
-            let notes = generate_with(w.generator(kind), g.settings, g.meter, g.bars, &chords);
-            Ok((notes, version))
-        })
-        .await?;
+    let write = move |generator: &mut dyn Generator| {
+        generate_with(generator, g.settings, g.meter, g.bars, &chords)
+    };
+    let (notes, version) = decode(&s, req.model.clone(), req.version.clone(), write).await?;
     let key = g.settings.key;
     if wants_midi(&headers) {
         // The title, tempo and channel of `melodist generate`'s file: the same bytes.
@@ -283,24 +274,31 @@ async fn phrase(
     Body(call): Body<PhraseCall>,
 ) -> Result<Json<PhraseAnswer>, ApiError> {
     let phrase = call.validate()?;
-    let kind = s
-        .models()
-        .generator(call.model.as_deref(), call.version.as_deref())?;
-    let name = call.model.unwrap_or_else(|| "neural".into());
-    let pin = call.version;
-    let answer_name = name.clone();
-    let (bars, version) = s
-        .pool
-        .run(move |w| {
-            let version = version_run(w, &name, pin.as_deref())?;
-            Ok((render_phrase(w.generator(kind), &phrase.request()), version))
-        })
-        .await?;
+    let write = move |generator: &mut dyn Generator| render_phrase(generator, &phrase.request());
+    let (bars, version) = decode(&s, call.model.clone(), call.version, write).await?;
     Ok(Json(PhraseAnswer {
-        model: answer_name,
+        model: call.model.unwrap_or_else(|| "neural".into()),
         version,
         bars,
     }))
+}
+
+/// Runs `write` on a decode thread with the generator a request names (`model`, default
+/// `neural`, pinned to `version` if given); its result and the model version that wrote it.
+async fn decode<T: Send + 'static>(
+    s: &Shared,
+    model: Option<String>,
+    version: Option<String>,
+    write: impl FnOnce(&mut dyn Generator) -> T + Send + 'static,
+) -> Result<(T, String), ApiError> {
+    let kind = s.models().generator(model.as_deref(), version.as_deref())?;
+    let name = model.unwrap_or_else(|| "neural".into());
+    s.pool
+        .run(move |w| {
+            let version = version_run(w, &name, version.as_deref())?;
+            Ok((write(w.generator(kind)), version))
+        })
+        .await
 }
 
 /// The version of model `name` a decode thread runs, which the answer reports; a request
