@@ -603,6 +603,87 @@ fn realtime_never_waits_for_a_late_worker() {
     assert!(sched.stats.late_bars >= 1);
 }
 
+/// A generator that takes `ms` per phrase and counts its phrases.
+struct Counted {
+    inner: Box<dyn Generator>,
+    ms: u64,
+    phrases: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Generator for Counted {
+    fn name(&self) -> &str {
+        "counted"
+    }
+    fn generate(
+        &mut self,
+        r: &PhraseRequest<'_>,
+        rng: &mut melodist::music::SeedRng,
+    ) -> melodist::generator::Phrase {
+        self.phrases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(self.ms));
+        self.inner.generate(r, rng)
+    }
+}
+
+/// A harness whose generator takes `ms` per phrase; also returns its phrase counter.
+fn counted_harness(ms: u64) -> (Harness, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let phrases = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = phrases.clone();
+    let loader: melodist::engine::worker::GeneratorLoader = Box::new(move || {
+        let generator = Counted {
+            inner: embedded_markov(),
+            ms,
+            phrases: counter,
+        };
+        (Box::new(generator) as Box<dyn Generator>, None)
+    });
+    (Harness::with(loader), phrases)
+}
+
+/// A transport whose meter changes every block (what clap-validator's fuzzer sends; a
+/// host's tempo-and-meter map can come close) asks for every bar again each block. The
+/// worker writes only the latest request for each bar: a backlog of superseded phrases
+/// would leave real time silent and an offline render waiting long after the changes stop.
+#[test]
+fn a_meter_changing_every_block_leaves_the_worker_no_backlog() {
+    let (mut h, phrases) = counted_harness(15);
+    let meters = [(4, 4), (3, 4), (6, 8), (5, 4), (7, 8)];
+    let (len, tempo, sr) = (128, 120.0, 48_000.0);
+    let bps = tempo / 60.0 / sr;
+    let block = |pos: f64, i: usize| {
+        let (num, den) = meters[i % meters.len()];
+        BlockTransport {
+            time_sig_numerator: Some(num),
+            time_sig_denominator: Some(den),
+            ..BlockTransport::playing_at(pos, tempo, sr)
+        }
+    };
+    // 300 blocks back to back in real time: far faster than the worker writes a phrase.
+    let realtime = BlockControls::default();
+    let mut pos = 0.0;
+    for i in 0..300 {
+        h.block(&block(pos, i), &realtime, len);
+        pos += len as f64 * bps;
+    }
+    // Then the meter rests and the host renders offline: it waits only for current bars.
+    let offline = offline(GenSettings::default());
+    for _ in 0..200 {
+        h.block(&block(pos, 299), &offline, len);
+        pos += len as f64 * bps;
+    }
+    let written = phrases.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        h.sched.stats.offline_gave_up, 0,
+        "{written} phrases written"
+    );
+    assert!(!h.heard.is_empty());
+    assert!(
+        written < 20,
+        "the worker wrote {written} phrases for 300 blocks of superseded requests"
+    );
+}
+
 #[test]
 fn offline_render_equals_a_paced_realtime_render() {
     let s = GenSettings {

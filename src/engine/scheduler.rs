@@ -924,6 +924,11 @@ impl Scheduler {
                     }
                     if Instant::now() > deadline {
                         self.stats.offline_gave_up += 1;
+                        // Ask again next block: an answer dropped while the host was not
+                        // calling process (the worker's queue was full) never comes.
+                        if let Some(i) = self.slot_index(bar) {
+                            self.slots[i].needs_request = true;
+                        }
                         let _ = self.to_worker.try_send(ToWorker::GaveUp {
                             bar_index: bar,
                             waited_ms: OFFLINE_WAIT.as_millis() as u32,
@@ -1021,6 +1026,9 @@ impl Scheduler {
                 } else if !slot.late_counted {
                     slot.late_counted = true;
                     self.stats.late_bars += 1;
+                    // Asked again once, in case its answer was dropped (the worker's queue
+                    // keeps one request per bar, so a request still waiting costs nothing).
+                    slot.needs_request = true;
                 }
             }
             *cursor = (cursor.0 + 1, 0);

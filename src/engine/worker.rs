@@ -163,11 +163,21 @@ fn run(
     // The meter of the latest request: where the bar lines of a live chord fall.
     let mut meter_now = crate::music::Meter::new(4, 4);
     let mut looper = LoopPlayer::new(variations, hooks);
+    let mut inbox = Inbox::default();
     while !stop.load(Ordering::Relaxed) {
-        let msg = match requests.recv_timeout(Duration::from_millis(20)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
+        if inbox.is_empty() {
+            match requests.recv_timeout(Duration::from_millis(20)) {
+                Ok(m) => inbox.push(m),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Everything already sent, so that a later request for a bar replaces an earlier one.
+        while let Ok(m) = requests.try_recv() {
+            inbox.push(m);
+        }
+        let Some(msg) = inbox.pop() else {
+            continue;
         };
         match msg {
             ToWorker::Input(note) => {
@@ -240,7 +250,8 @@ fn run(
                     .last_phrase_us
                     .store(form.last_write_us, Ordering::Relaxed);
                 status.bars_generated.fetch_add(1, Ordering::Relaxed);
-                // If the audio thread is not draining, dropping this answer is correct: it will ask again.
+                // If the audio thread is not draining, dropping this answer is correct: it asks
+                // again for a bar that is late (real time) or it gave up on (offline).
                 let _ = answers.try_send(BarReady {
                     epoch,
                     bar_index,
@@ -248,6 +259,34 @@ fn run(
                 });
             }
         }
+    }
+}
+
+/// The worker's queue: messages in the order sent, except that a bar request replaces any
+/// earlier request for the same bar. The scheduler accepts only a bar's latest request, so
+/// the earlier one would be written for nothing; when requests come faster than phrases
+/// (a meter or setting changing every block) they would pile up to the channel's capacity,
+/// and real time would stay silent, or an offline render wait, until all were written.
+#[derive(Default)]
+struct Inbox {
+    pending: VecDeque<ToWorker>,
+}
+
+impl Inbox {
+    fn push(&mut self, msg: ToWorker) {
+        if let ToWorker::Bar { bar_index, .. } = msg {
+            self.pending
+                .retain(|m| !matches!(m, ToWorker::Bar { bar_index: b, .. } if *b == bar_index));
+        }
+        self.pending.push_back(msg);
+    }
+
+    fn pop(&mut self) -> Option<ToWorker> {
+        self.pending.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
     }
 }
 
@@ -310,6 +349,33 @@ fn context_notes(inputs: &VecDeque<InputNote>) -> Vec<ContextNote> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_request_for_a_bar_replaces_the_earlier_one_in_place_of_order() {
+        let bar = |bar_index: i64, epoch: u32| ToWorker::Bar {
+            epoch,
+            generation: 0,
+            bar_index,
+            meter: crate::music::Meter::new(4, 4),
+            settings: GenSettings::default(),
+        };
+        let mut inbox = Inbox::default();
+        inbox.push(bar(1, 1));
+        inbox.push(bar(2, 1));
+        inbox.push(ToWorker::ClearInput);
+        inbox.push(bar(1, 2));
+        let order: Vec<String> = std::iter::from_fn(|| inbox.pop())
+            .map(|m| match m {
+                ToWorker::Bar {
+                    bar_index, epoch, ..
+                } => format!("bar {bar_index} epoch {epoch}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        // Bar 1's first request is gone; the rest keep the order they were sent in.
+        assert_eq!(order, ["bar 2 epoch 1", "ClearInput", "bar 1 epoch 2"]);
+        assert!(inbox.is_empty());
+    }
 
     #[test]
     fn chords_become_their_top_note() {
