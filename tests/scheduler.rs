@@ -641,6 +641,16 @@ fn counted_harness(ms: u64) -> (Harness, std::sync::Arc<std::sync::atomic::Atomi
     (Harness::with(loader), phrases)
 }
 
+/// `transport` in the `i`th of five meters that take turns block by block.
+fn meter_of_block(i: usize, transport: BlockTransport) -> BlockTransport {
+    let (num, den) = [(4, 4), (3, 4), (6, 8), (5, 4), (7, 8)][i % 5];
+    BlockTransport {
+        time_sig_numerator: Some(num),
+        time_sig_denominator: Some(den),
+        ..transport
+    }
+}
+
 /// A transport whose meter changes every block (what clap-validator's fuzzer sends; a
 /// host's tempo-and-meter map can come close) asks for every bar again each block. The
 /// worker writes only the latest request for each bar: a backlog of superseded phrases
@@ -648,17 +658,9 @@ fn counted_harness(ms: u64) -> (Harness, std::sync::Arc<std::sync::atomic::Atomi
 #[test]
 fn a_meter_changing_every_block_leaves_the_worker_no_backlog() {
     let (mut h, phrases) = counted_harness(15);
-    let meters = [(4, 4), (3, 4), (6, 8), (5, 4), (7, 8)];
     let (len, tempo, sr) = (128, 120.0, 48_000.0);
     let bps = tempo / 60.0 / sr;
-    let block = |pos: f64, i: usize| {
-        let (num, den) = meters[i % meters.len()];
-        BlockTransport {
-            time_sig_numerator: Some(num),
-            time_sig_denominator: Some(den),
-            ..BlockTransport::playing_at(pos, tempo, sr)
-        }
-    };
+    let block = |pos: f64, i: usize| meter_of_block(i, BlockTransport::playing_at(pos, tempo, sr));
     // 300 blocks back to back in real time: far faster than the worker writes a phrase.
     let realtime = BlockControls::default();
     let mut pos = 0.0;
@@ -682,6 +684,34 @@ fn a_meter_changing_every_block_leaves_the_worker_no_backlog() {
         written < 20,
         "the worker wrote {written} phrases for 300 blocks of superseded requests"
     );
+}
+
+/// Offline, a transport that changes faster than phrases are written (a new meter every
+/// 64 samples, 50 ms a phrase) would make the render crawl, waiting for every block: the
+/// waits stay within the audio rendered plus the grace, and what is ready still plays.
+#[test]
+fn an_offline_render_waits_no_longer_than_the_audio_it_renders_plus_a_grace() {
+    let (mut h, _) = counted_harness(50);
+    let (len, tempo, sr) = (64, 120.0, 48_000.0);
+    let c = offline(GenSettings::default());
+    let mut pos = 0.0;
+    for i in 0..300 {
+        h.block(
+            &meter_of_block(i, BlockTransport::playing_at(pos, tempo, sr)),
+            &c,
+            len,
+        );
+        pos += len as f64 * tempo / 60.0 / sr;
+    }
+    let rendered_ms = 300.0 * len as f64 / sr * 1e3;
+    let stats = h.sched.stats;
+    // Waiting for every block would take 300 x 50 ms; a little slack for the last sleep.
+    assert!(
+        (stats.offline_waited_ms as f64) < 3_000.0 + rendered_ms + 200.0,
+        "waited {} ms for {rendered_ms} ms of audio",
+        stats.offline_waited_ms
+    );
+    assert!(stats.offline_gave_up > 0);
 }
 
 #[test]

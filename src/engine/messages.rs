@@ -95,7 +95,8 @@ pub enum ToWorker {
     Chord { beat: f64, chord: Chord },
     /// Forget the producer's input (panic / reset).
     ClearInput,
-    /// An offline render gave up waiting for this bar (the worker logs it).
+    /// An offline render gave up waiting for this bar (the worker logs it): sent once per
+    /// stretch of blocks that gave up.
     GaveUp { bar_index: i64, waited_ms: u32 },
     /// Exit the thread (sent by `Worker::drop`, so dropping never waits on a timeout).
     Stop,

@@ -45,6 +45,9 @@ pub const MAX_EVENTS: usize = 256;
 /// The worker drops requests a jump made stale, so a healthy wait is one bar's generation
 /// time (milliseconds); this only bounds a stuck or still-loading worker.
 const OFFLINE_WAIT: Duration = Duration::from_secs(3);
+/// An offline render's waits, all together, stay within the audio it has rendered plus
+/// this (see [`OfflineBudget`]).
+const OFFLINE_GRACE: Duration = Duration::from_secs(3);
 /// Slack in the timing rule, in samples.
 const SAMPLE_EPS: f64 = 1e-6;
 /// Pieces a block can be cut into by loop wraps (a loop shorter than a block wraps often).
@@ -276,6 +279,33 @@ struct Continuation {
     played_until: f64,
 }
 
+/// What an offline render may still wait for the worker. A render waits for the bars it
+/// plays, so its notes are those of real time with a worker that keeps up; but a host
+/// that moves the transport faster than phrases are written (a new meter or position every
+/// few samples, as clap-validator's fuzzer does) would make it crawl, or hang the host. So
+/// the waits, all together, never exceed the audio rendered plus [`OFFLINE_GRACE`]: past
+/// that the render plays what is ready, as real time does, until the audio catches up.
+#[derive(Debug, Default, Clone, Copy)]
+struct OfflineBudget {
+    rendered: Duration,
+    waited: Duration,
+    /// Gave up on the last block (said once per stretch, not for every block of it).
+    behind: bool,
+}
+
+impl OfflineBudget {
+    fn render(&mut self, samples: usize, sample_rate: f64) {
+        self.rendered += Duration::from_secs_f64(samples as f64 / sample_rate);
+    }
+
+    /// How long the next block may wait.
+    fn allowance(&self) -> Duration {
+        (self.rendered + OFFLINE_GRACE)
+            .saturating_sub(self.waited)
+            .min(OFFLINE_WAIT)
+    }
+}
+
 /// Counters for the status line and the tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerStats {
@@ -291,6 +321,8 @@ pub struct SchedulerStats {
     pub chased_notes: u32,
     /// Offline blocks that gave up waiting for the worker.
     pub offline_gave_up: u32,
+    /// Time offline blocks spent waiting for the worker, in milliseconds.
+    pub offline_waited_ms: u32,
 }
 
 pub struct Scheduler {
@@ -326,6 +358,7 @@ pub struct Scheduler {
     /// Where played notes and upcoming bars are reported (editor, capture), if anywhere.
     monitor: Option<Sender<MonitorEvent>>,
     pub stats: SchedulerStats,
+    offline_budget: OfflineBudget,
 }
 
 impl Scheduler {
@@ -361,6 +394,7 @@ impl Scheduler {
             blocks: 0,
             monitor: None,
             stats: SchedulerStats::default(),
+            offline_budget: OfflineBudget::default(),
         }
     }
 
@@ -553,6 +587,7 @@ impl Scheduler {
         self.ensure_requests(grid, &clock);
         self.split_into_segments(&clock, block_len, from);
         if controls.offline {
+            self.offline_budget.render(block_len, transport.sample_rate);
             self.wait_for_bars(grid, &clock);
         }
 
@@ -908,9 +943,42 @@ impl Scheduler {
         });
     }
 
-    /// Offline render only: wait until the bars this block plays carry current notes.
+    /// Offline render only: wait until the bars this block plays carry current notes, as
+    /// long as the render's [`OfflineBudget`] allows.
     fn wait_for_bars(&mut self, grid: BarGrid, clock: &Clock) {
-        let deadline = Instant::now() + OFFLINE_WAIT;
+        let started = Instant::now();
+        let missing =
+            self.wait_until_current(grid, clock, started + self.offline_budget.allowance());
+        let waited = started.elapsed();
+        self.offline_budget.waited += waited;
+        self.stats.offline_waited_ms =
+            self.offline_budget.waited.as_millis().min(u32::MAX as u128) as u32;
+        let Some(bar) = missing else {
+            self.offline_budget.behind = false;
+            return;
+        };
+        self.stats.offline_gave_up += 1;
+        // Ask again next block: an answer dropped while the host was not calling process
+        // (the worker's queue was full) never comes.
+        if let Some(i) = self.slot_index(bar) {
+            self.slots[i].needs_request = true;
+        }
+        if !std::mem::replace(&mut self.offline_budget.behind, true) {
+            let _ = self.to_worker.try_send(ToWorker::GaveUp {
+                bar_index: bar,
+                waited_ms: waited.as_millis().min(u32::MAX as u128) as u32,
+            });
+        }
+    }
+
+    /// Waits until `deadline` for the bars of this block's segments; the first bar still
+    /// not current then, if any.
+    fn wait_until_current(
+        &mut self,
+        grid: BarGrid,
+        clock: &Clock,
+        deadline: Instant,
+    ) -> Option<i64> {
         for i in 0..self.n_segments {
             let seg = self.segments[i];
             let mut bar = grid.bar_of(seg.beat0);
@@ -922,18 +990,8 @@ impl Scheduler {
                     if ready {
                         break;
                     }
-                    if Instant::now() > deadline {
-                        self.stats.offline_gave_up += 1;
-                        // Ask again next block: an answer dropped while the host was not
-                        // calling process (the worker's queue was full) never comes.
-                        if let Some(i) = self.slot_index(bar) {
-                            self.slots[i].needs_request = true;
-                        }
-                        let _ = self.to_worker.try_send(ToWorker::GaveUp {
-                            bar_index: bar,
-                            waited_ms: OFFLINE_WAIT.as_millis() as u32,
-                        });
-                        return;
+                    if Instant::now() >= deadline {
+                        return Some(bar);
                     }
                     self.ensure_requests(grid, clock);
                     std::thread::sleep(Duration::from_micros(50));
@@ -942,6 +1000,7 @@ impl Scheduler {
                 bar += 1;
             }
         }
+        None
     }
 
     /// Emits note-offs and note-ons in time order for one segment; returns the beat up to

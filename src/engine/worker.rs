@@ -199,7 +199,7 @@ fn run(
                 waited_ms,
             } => {
                 nice_plug::nice_log!(
-                    "melodist: offline render gave up waiting for bar {bar_index} after {waited_ms} ms; it plays silent"
+                    "melodist: offline render gave up waiting for bar {bar_index} after {waited_ms} ms; bars not ready play silent until the worker catches up"
                 );
             }
             ToWorker::Bar { generation, .. }
