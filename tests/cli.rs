@@ -110,6 +110,40 @@ fn bad_arguments_and_bad_models_give_clear_errors() {
 
 /// Runs `melodist ARGS` and returns its stderr, asserting it failed as clap does on a bad
 /// value (exit status 2, before any work).
+/// `recommend` opens the history without reading all of it first; a damaged file is still
+/// found, moved aside and reported, and the ranking comes from a fresh history.
+#[test]
+fn recommend_moves_a_damaged_history_aside_and_still_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sessions.sqlite3");
+    std::fs::write(&db, b"not an SQLite database ".repeat(100)).unwrap();
+    let out = melodist()
+        .args(["recommend", "--tempo", "120", "--meter", "4/4"])
+        .env("MELODIST_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was damaged") && stderr.contains("moved"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("No history"), "{stdout}");
+    assert!(stdout.contains(" 1. "), "{stdout}");
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy()
+                .starts_with("sessions.sqlite3.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 1, "the damaged file is kept for inspection");
+}
+
 fn rejected(args: &[&str]) -> String {
     let out = melodist().args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

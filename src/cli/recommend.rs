@@ -137,13 +137,24 @@ pub fn run(args: Args) -> Result<()> {
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    let db = SessionDb::open_default()?;
-    if let Some(note) = &db.recovered {
-        eprintln!("warning: {note}");
-    }
     // Reads only what changed since the last call (the compact history is kept in the
-    // database), then fits; the ranking is the one a full read would give.
-    let (data, _) = cache::load_dataset(&db, Catalogue::from_library(&library))?;
+    // database), then fits; the ranking is the one a full read would give. The quick open
+    // skips the whole-file check; if the read fails, the checked open moves a damaged file
+    // aside (and says so) and the read is tried once more.
+    let path = crate::sessions::default_db_path()?;
+    let catalogue = Catalogue::from_library(&library);
+    let quick = SessionDb::open_unverified(&path)
+        .and_then(|db| cache::load_dataset(&db, catalogue.clone()));
+    let (data, _) = match quick {
+        Ok(loaded) => loaded,
+        Err(_) => {
+            let db = SessionDb::open(&path)?;
+            if let Some(note) = &db.recovered {
+                eprintln!("warning: {note}");
+            }
+            cache::load_dataset(&db, catalogue)?
+        }
+    };
     let mut hybrid = Hybrid::new(HybridWeights::TUNED);
     hybrid.fit(&data);
     if hybrid.weights_for(&ctx) == HybridWeights::COLD_START {
