@@ -554,55 +554,6 @@ fn with_change_at_phrase_a_new_idea_starts_at_the_next_phrase() {
     assert_on_grid(&h.heard, &expected, bps);
 }
 
-#[test]
-fn realtime_never_waits_for_a_late_worker() {
-    struct Slow(Box<dyn Generator>);
-    impl Generator for Slow {
-        fn name(&self) -> &str {
-            "slow"
-        }
-        fn generate(
-            &mut self,
-            r: &PhraseRequest<'_>,
-            rng: &mut melodist::music::SeedRng,
-        ) -> melodist::generator::Phrase {
-            std::thread::sleep(std::time::Duration::from_secs(2));
-            self.0.generate(r, rng)
-        }
-    }
-    let worker = Worker::spawn(
-        Box::new(|| {
-            (
-                Box::new(Slow(embedded_markov())) as Box<dyn Generator>,
-                None,
-            )
-        }),
-        Default::default(),
-    );
-    let mut sched = Scheduler::new(worker.link());
-    let c = BlockControls::default(); // realtime
-    let started = std::time::Instant::now();
-    let mut ons = 0;
-    for i in 0..50 {
-        let ev = sched.process_block(
-            &BlockTransport::playing_at(i as f64 * 0.02, 120.0, 48_000.0),
-            &c,
-            480,
-        );
-        ons += ev
-            .iter()
-            .filter(|e| matches!(e.kind, OutKind::NoteOn { .. }))
-            .count();
-    }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(1),
-        "audio thread waited: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(ons, 0);
-    assert!(sched.stats.late_bars >= 1);
-}
-
 /// A generator that takes `ms` per phrase and counts its phrases.
 struct Counted {
     inner: Box<dyn Generator>,
@@ -626,8 +577,13 @@ impl Generator for Counted {
     }
 }
 
-/// A harness whose generator takes `ms` per phrase; also returns its phrase counter.
-fn counted_harness(ms: u64) -> (Harness, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A loader of the shipped Markov model taking `ms` per phrase, and its phrase counter.
+fn counted(
+    ms: u64,
+) -> (
+    melodist::engine::worker::GeneratorLoader,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let phrases = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = phrases.clone();
     let loader: melodist::engine::worker::GeneratorLoader = Box::new(move || {
@@ -638,7 +594,40 @@ fn counted_harness(ms: u64) -> (Harness, std::sync::Arc<std::sync::atomic::Atomi
         };
         (Box::new(generator) as Box<dyn Generator>, None)
     });
+    (loader, phrases)
+}
+
+/// A harness whose generator takes `ms` per phrase; also returns its phrase counter.
+fn counted_harness(ms: u64) -> (Harness, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (loader, phrases) = counted(ms);
     (Harness::with(loader), phrases)
+}
+
+#[test]
+fn realtime_never_waits_for_a_late_worker() {
+    let worker = Worker::spawn(counted(2_000).0, Default::default());
+    let mut sched = Scheduler::new(worker.link());
+    let c = BlockControls::default(); // realtime
+    let started = std::time::Instant::now();
+    let mut ons = 0;
+    for i in 0..50 {
+        let ev = sched.process_block(
+            &BlockTransport::playing_at(i as f64 * 0.02, 120.0, 48_000.0),
+            &c,
+            480,
+        );
+        ons += ev
+            .iter()
+            .filter(|e| matches!(e.kind, OutKind::NoteOn { .. }))
+            .count();
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "audio thread waited: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ons, 0);
+    assert!(sched.stats.late_bars >= 1);
 }
 
 /// `transport` in the `i`th of five meters that take turns block by block.

@@ -1161,14 +1161,16 @@ struct Proxy {
     _dir: tempfile::TempDir,
 }
 
+/// A local TCP port nothing listens on now (for a server the test starts next).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 impl Proxy {
     fn start(upstreams: &[SocketAddr]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let d = dir.path().display();
         let servers: String = upstreams.iter().map(|a| format!("server {a};")).collect();
         let conf = format!(
@@ -1292,11 +1294,7 @@ impl Postgres {
             .max()
             .expect("PostgreSQL is not installed here: apt-get install postgresql (.ci/run does)");
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let pg = Self { dir, bin, port };
         if pg.as_root() {
             let owned = std::process::Command::new("chown")
