@@ -351,7 +351,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_later_request_for_a_bar_replaces_the_earlier_one_in_place_of_order() {
+    fn a_later_request_for_a_bar_replaces_the_earlier_one() {
         let bar = |bar_index: i64, epoch: u32| ToWorker::Bar {
             epoch,
             generation: 0,
