@@ -45,9 +45,13 @@ pub const MAX_EVENTS: usize = 256;
 /// The worker drops requests a jump made stale, so a healthy wait is one bar's generation
 /// time (milliseconds); this only bounds a stuck or still-loading worker.
 const OFFLINE_WAIT: Duration = Duration::from_secs(3);
-/// An offline render's waits, all together, stay within the audio it has rendered plus
-/// this (see [`OfflineBudget`]).
+/// An offline render's waits, all together, stay within this plus [`OFFLINE_SHARE`] of the
+/// audio it has rendered (see [`OfflineBudget`]).
 const OFFLINE_GRACE: Duration = Duration::from_secs(3);
+/// A bounce waits about a millisecond per bar of seconds (`cargo bench --bench neural`);
+/// a quarter of the audio leaves room for a slow machine or a debug build, and keeps a low
+/// sample rate, whose few samples are long audio, from waiting for minutes.
+const OFFLINE_SHARE: f64 = 0.25;
 /// Slack in the timing rule, in samples.
 const SAMPLE_EPS: f64 = 1e-6;
 /// Pieces a block can be cut into by loop wraps (a loop shorter than a block wraps often).
@@ -283,11 +287,13 @@ struct Continuation {
 /// plays, so its notes are those of real time with a worker that keeps up; but a host
 /// that moves the transport faster than phrases are written (a new meter or position every
 /// few samples, as clap-validator's fuzzer does) would make it crawl, or hang the host. So
-/// the waits, all together, never exceed the audio rendered plus [`OFFLINE_GRACE`]: past
-/// that the render plays what is ready, as real time does, until the audio catches up.
+/// the waits, all together, never exceed [`OFFLINE_GRACE`] plus [`OFFLINE_SHARE`] of the
+/// audio rendered: past that the render plays what is ready, as real time does, until the
+/// audio catches up.
 #[derive(Debug, Default, Clone, Copy)]
 struct OfflineBudget {
-    rendered: Duration,
+    /// [`OFFLINE_SHARE`] of the audio rendered.
+    earned: Duration,
     waited: Duration,
     /// Gave up on the last block (said once per stretch, not for every block of it).
     behind: bool,
@@ -295,12 +301,12 @@ struct OfflineBudget {
 
 impl OfflineBudget {
     fn render(&mut self, samples: usize, sample_rate: f64) {
-        self.rendered += Duration::from_secs_f64(samples as f64 / sample_rate);
+        self.earned += Duration::from_secs_f64(OFFLINE_SHARE * samples as f64 / sample_rate);
     }
 
     /// How long the next block may wait.
     fn allowance(&self) -> Duration {
-        (self.rendered + OFFLINE_GRACE)
+        (self.earned + OFFLINE_GRACE)
             .saturating_sub(self.waited)
             .min(OFFLINE_WAIT)
     }
