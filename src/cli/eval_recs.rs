@@ -160,13 +160,13 @@ fn evaluate_log(
                 "hybrid uses its cold-start blend: {}",
                 HybridWeights::COLD_START
             )
-        } else if args.tune {
-            format!(
-                "hybrid weights (tuned on this split's training data): {weights}; personal x (1 + sessions / {PERSONAL_GROWTH})"
-            )
         } else {
+            let how = match args.tune {
+                true => "tuned on this split's training data",
+                false => "fixed, shipped",
+            };
             format!(
-                "hybrid weights (fixed, shipped): {weights}; personal x (1 + sessions / {PERSONAL_GROWTH})"
+                "hybrid weights ({how}): {weights}; personal x (1 + sessions / {PERSONAL_GROWTH})"
             )
         };
         say!(out, "{}  {note}", eval::table(&name, &rows));

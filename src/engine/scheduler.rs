@@ -312,6 +312,11 @@ impl OfflineBudget {
     }
 }
 
+/// `d` in whole milliseconds, as the counters and messages carry it.
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}
+
 /// Counters for the status line and the tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerStats {
@@ -957,8 +962,7 @@ impl Scheduler {
             self.wait_until_current(grid, clock, started + self.offline_budget.allowance());
         let waited = started.elapsed();
         self.offline_budget.waited += waited;
-        self.stats.offline_waited_ms =
-            self.offline_budget.waited.as_millis().min(u32::MAX as u128) as u32;
+        self.stats.offline_waited_ms = millis(self.offline_budget.waited);
         let Some(bar) = missing else {
             self.offline_budget.behind = false;
             return;
@@ -972,7 +976,7 @@ impl Scheduler {
         if !std::mem::replace(&mut self.offline_budget.behind, true) {
             let _ = self.to_worker.try_send(ToWorker::GaveUp {
                 bar_index: bar,
-                waited_ms: waited.as_millis().min(u32::MAX as u128) as u32,
+                waited_ms: millis(waited),
             });
         }
     }

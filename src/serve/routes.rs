@@ -237,7 +237,7 @@ async fn generate(
     let write = move |generator: &mut dyn Generator| {
         generate_with(generator, g.settings, g.meter, g.bars, &chords)
     };
-    let (notes, version) = decode(&s, req.model.clone(), req.version.clone(), write).await?;
+    let (notes, model, version) = decode(&s, req.model, req.version, write).await?;
     let key = g.settings.key;
     if wants_midi(&headers) {
         // The title, tempo and channel of `melodist generate`'s file: the same bytes.
@@ -248,7 +248,7 @@ async fn generate(
         return Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response());
     }
     Ok(Json(GenerateResponse {
-        model: req.model.unwrap_or_else(|| "neural".into()),
+        model,
         version,
         key: key.to_string(),
         meter: g.meter.to_string(),
@@ -275,28 +275,29 @@ async fn phrase(
 ) -> Result<Json<PhraseAnswer>, ApiError> {
     let phrase = call.validate()?;
     let write = move |generator: &mut dyn Generator| render_phrase(generator, &phrase.request());
-    let (bars, version) = decode(&s, call.model.clone(), call.version, write).await?;
+    let (bars, model, version) = decode(&s, call.model, call.version, write).await?;
     Ok(Json(PhraseAnswer {
-        model: call.model.unwrap_or_else(|| "neural".into()),
+        model,
         version,
         bars,
     }))
 }
 
 /// Runs `write` on a decode thread with the generator a request names (`model`, default
-/// `neural`, pinned to `version` if given); its result and the model version that wrote it.
+/// `neural`, pinned to `version` if given); its result, and the model and version that
+/// wrote it.
 async fn decode<T: Send + 'static>(
     s: &Shared,
     model: Option<String>,
     version: Option<String>,
     write: impl FnOnce(&mut dyn Generator) -> T + Send + 'static,
-) -> Result<(T, String), ApiError> {
+) -> Result<(T, String, String), ApiError> {
     let kind = s.models().generator(model.as_deref(), version.as_deref())?;
     let name = model.unwrap_or_else(|| "neural".into());
     s.pool
         .run(move |w| {
             let version = version_run(w, &name, version.as_deref())?;
-            Ok((write(w.generator(kind)), version))
+            Ok((write(w.generator(kind)), name, version))
         })
         .await
 }
