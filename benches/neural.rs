@@ -6,14 +6,17 @@
 //!
 //! Before criterion's benches it prints one side-by-side table (best of 5 runs each):
 //! - µs per note (LSTM step + duration layer) of the fast path (`model::lstm_fast`, with
-//!   f32 and with bf16 weight matrices) and of
+//!   f32, bf16 and int8 weight matrices) and of
 //!   candle's step in a one-thread pool, in this process (whatever `RAYON_NUM_THREADS` it
 //!   has) and in a child process of this benchmark with `RAYON_NUM_THREADS=1`;
 //! - ms per 4/4 bar at density 0.5, sampling included, on a spawned worker thread as the
-//!   plugin runs it (the plugin cannot set environment variables): fast path (f32, bf16)
-//!   and candle.
+//!   plugin runs it (the plugin cannot set environment variables): fast path (f32, bf16,
+//!   int8) and candle.
 //!
-//! `cargo bench --bench neural -- --side-by-side` prints the table only.
+//! Then the fast path's cost per note for bigger models (2×320, 2×384, 3×256, 2×512), f32
+//! and int8: what a bigger model costs within the per-note budget.
+//!
+//! `cargo bench --bench neural -- --side-by-side` prints the tables only.
 
 use criterion::{Criterion, Throughput, criterion_group};
 use melodist::generator::loader::{
@@ -244,6 +247,7 @@ fn side_by_side() {
     let rayon_env = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
     let fast = fast_us_per_note(g.fast_model());
     let bf16 = fast_us_per_note(&FastLstm::with_precision(g.model(), Precision::Bf16).unwrap());
+    let int8 = fast_us_per_note(&FastLstm::with_precision(g.model(), Precision::Int8).unwrap());
     let candle = candle_us_per_note(&g);
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .env(CANDLE_CHILD, "1")
@@ -254,10 +258,16 @@ fn side_by_side() {
         .and_then(|text| text.trim().parse::<f64>().ok());
     let bar_fast = ms_per_bar(false, Precision::F32);
     let bar_bf16 = ms_per_bar(false, Precision::Bf16);
+    let bar_int8 = ms_per_bar(false, Precision::Int8);
     let bar_candle = ms_per_bar(true, Precision::F32);
-    println!("neural side by side (2x256 LSTM, batch 1, one thread):");
+    let c = &g.model().config;
+    println!(
+        "neural side by side ({}x{} LSTM, batch 1, one thread):",
+        c.layers, c.hidden
+    );
     println!("  fast path, f32 weights                   {fast:8.1} µs/note");
     println!("  fast path, bf16 weights                  {bf16:8.1} µs/note");
+    println!("  fast path, int8 weights                  {int8:8.1} µs/note");
     println!("  candle, RAYON_NUM_THREADS {rayon_env:<6}         {candle:8.1} µs/note");
     match child {
         Some(us) => println!("  candle, RAYON_NUM_THREADS=1 (child)      {us:8.1} µs/note"),
@@ -265,7 +275,36 @@ fn side_by_side() {
     }
     println!("  worker thread, 4/4 density 0.5, fast     {bar_fast:8.3} ms/bar");
     println!("  worker thread, 4/4 density 0.5, bf16     {bar_bf16:8.3} ms/bar");
+    println!("  worker thread, 4/4 density 0.5, int8     {bar_int8:8.3} ms/bar");
     println!("  worker thread, 4/4 density 0.5, candle   {bar_candle:8.3} ms/bar");
+}
+
+/// µs per note of the fast path for wider and deeper models (initial weights; only the
+/// shapes matter for the cost): which bigger model fits the per-note budget.
+fn sizes() {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use melodist::model::lstm::{Lstm, LstmConfig};
+    println!("fast path by model size (µs/note, f32 / int8; MB read per note):");
+    for (layers, hidden) in [(2, 256), (2, 320), (2, 384), (3, 256), (2, 512)] {
+        let config = LstmConfig {
+            layers,
+            hidden,
+            ..LstmConfig::default()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = Lstm::new(config, vb).unwrap();
+        let fast = |p| FastLstm::with_precision(&model, p).unwrap();
+        let (f32_path, int8) = (fast(Precision::F32), fast(Precision::Int8));
+        println!(
+            "  {layers}x{hidden:<4} {:7.1} / {:5.1} µs   {:4.2} / {:4.2} MB",
+            fast_us_per_note(&f32_path),
+            fast_us_per_note(&int8),
+            f32_path.bytes_per_note() as f64 / 1e6,
+            int8.bytes_per_note() as f64 / 1e6,
+        );
+    }
 }
 
 criterion_group!(benches, bench);
@@ -276,6 +315,7 @@ fn main() {
         return;
     }
     side_by_side();
+    sizes();
     if std::env::args().any(|a| a == "--side-by-side") {
         return;
     }

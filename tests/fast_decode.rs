@@ -6,6 +6,7 @@ use melodist::generator::loader::{EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_GUARD}
 use melodist::generator::loader::{EMBEDDED_NEURAL_WEIGHTS, LoadedModel, ModelChoice, load_model};
 use melodist::generator::neural::NeuralGenerator;
 use melodist::generator::{ContextNote, GenSettings, Generator, Mode, PhraseRequest};
+use melodist::model::lstm_fast::Precision;
 use melodist::model::tokenizer::{Onset, Style, cond_tokens};
 use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use std::hint::black_box;
@@ -115,8 +116,9 @@ const REF_END: &str = "/melodist-reference-end";
 const VAE_BEGIN: &str = "/melodist-vae-begin";
 const VAE_END: &str = "/melodist-vae-end";
 
-/// In the child: load, warm up, then write 64 phrases of 4 bars between two markers, on
-/// this thread, as the plugin's worker does (no environment variables set); then 4 phrases
+/// In the child: load, warm up, then write 64 phrases of 4 bars (and 16 more with int8
+/// weights) between two markers, on this thread, as the plugin's worker does (no
+/// environment variables set); then 4 phrases
 /// with candle's decoder between two other markers.
 #[test]
 fn syscall_child() {
@@ -133,7 +135,13 @@ fn syscall_child() {
     // Each phrase is dropped before the next, as the plugin's worker hands phrases on: kept
     // alive, their growing total makes malloc extend its arena (mprotect), which is the
     // caller's memory, not the decoder's.
+    // The same model with int8 weights (its integer kernel) is traced in the same span.
+    let LoadedModel::Neural(g8) = load_model(&ModelChoice::Default).unwrap() else {
+        panic!("the default model is the neural one");
+    };
+    let mut g8 = Box::new(g8.with_precision(Precision::Int8).unwrap());
     let warm = phrase(&mut g, 0);
+    let warm8 = phrase(&mut g8, 0);
     let _ = std::fs::metadata(BEGIN);
     let mut notes = 0;
     for seed in 1..=64 {
@@ -141,7 +149,15 @@ fn syscall_child() {
         assert_eq!(p.len(), 4);
         notes += p.iter().map(Vec::len).sum::<usize>();
     }
+    let mut int8_notes = 0;
+    for seed in 1..=16 {
+        int8_notes += phrase(&mut g8, seed).iter().map(Vec::len).sum::<usize>();
+    }
     let _ = std::fs::metadata(END);
+    assert!(
+        warm8.len() == 4 && int8_notes > 64,
+        "{int8_notes} int8 notes"
+    );
     let _ = std::fs::metadata(REF_BEGIN);
     for seed in 1..=4 {
         let req = request(seed, Mode::Generate, 0.5, &[]);

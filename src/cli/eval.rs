@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long)]
     pub no_chords: bool,
     /// Score a neural model through the decoder the plugin runs, with its weight matrices
-    /// in this precision, instead of candle's forward: what bf16 weights cost in bits.
+    /// in this precision, instead of candle's forward: what bf16 or int8 weights cost in bits.
     #[arg(long, value_enum)]
     pub fast_path: Option<FastPath>,
 }
@@ -52,6 +52,7 @@ pub struct Args {
 pub enum FastPath {
     F32,
     Bf16,
+    Int8,
 }
 
 /// The model `--model` (and `--markov-file`) name, loaded before the corpus is read so a
@@ -125,6 +126,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Some(FastPath::F32) => Precision::F32,
                 Some(FastPath::Bf16) => Precision::Bf16,
+                Some(FastPath::Int8) => Precision::Int8,
             };
             fast_note_bits(
                 &FastLstm::with_precision(generator.model(), precision)?,

@@ -19,16 +19,20 @@
 //! come precomputed from [`super::lstm::Lstm`], so reading a note costs three table rows.
 //!
 //! The step is bound by reading the weights (≈ 3.4 MB f32 for the 2×256 model per note,
-//! more than a core's L2 cache, so every note streams them from L3). Two things cut it:
+//! more than a core's L2 cache, so every note streams them from L3). Three things cut it:
 //! - **bf16 weights** ([`Precision::Bf16`]): the matrices are stored as the top 16 bits of
 //!   each f32 (rounded to nearest by candle), half the bytes; products still accumulate in
 //!   f32. Widening bf16 to f32 is a shift, so the same loop vectorises for both.
+//! - **int8 weights** ([`Precision::Int8`], [`super::int8`]): a quarter of the bytes, one
+//!   f32 scale per output column, exact integer sums (`vpmaddwd`); 0.85 MB per note for
+//!   the 2×256 model fits in a core's L2 cache.
 //! - **Fused multiply-add**: on x86-64 with AVX2 and FMA (every x86-64 CPU since 2013) the
 //!   products run as AVX2 FMA; on aarch64 FMA is native. The portable loop is the same
 //!   code, so both round identically and a seed gives the same notes on every such CPU.
 //!   Only x86-64 CPUs without FMA fall back to a separate multiply and add (whose results
 //!   may differ in the last bit).
 
+use super::int8::Int8Matrix;
 use super::lstm::{Lstm, LstmConfig};
 use super::tokenizer::{Onset, STRAIN_BARS};
 use candle_core::{DType, Result, Tensor};
@@ -43,6 +47,9 @@ pub enum Precision {
     F32,
     /// Weights rounded to bfloat16: half the bytes to read per note.
     Bf16,
+    /// Weights quantised to int8 with one f32 scale per output column: a quarter of the
+    /// bytes (0.85 MB per note for the 2×256 model, which fits in a core's L2 cache).
+    Int8,
 }
 
 /// The decode-only network: the weights of an [`Lstm`], laid out for matrix-vector products.
@@ -97,6 +104,8 @@ enum Matrix {
         tail: Vec<u16>,
         panels: OnceLock<Vec<u16>>,
     },
+    /// int8 weights and integer products ([`Int8Matrix`]).
+    Int8(Int8Matrix),
 }
 
 /// Recurrent state and scratch of one sequence, allocated once ([`FastLstm::state`]) and
@@ -152,6 +161,7 @@ impl FastLstm {
                     let bits = rounded.iter().map(|x| (x.to_bits() >> 16) as u16);
                     Matrix::bf16(bits.collect(), n)
                 }
+                Precision::Int8 => Matrix::Int8(Int8Matrix::quantise(&flat(&t)?, n)),
             })
         };
         let mut layers = Vec::new();
@@ -411,6 +421,7 @@ impl Matrix {
                 bf16_strip_product::<FUSED>(strips, x, whole);
                 matvec_rows::<u16, FUSED>(tail, x, tail_out);
             }
+            Matrix::Int8(m) => m.matvec(x, out),
         }
     }
 
@@ -425,6 +436,12 @@ impl Matrix {
             match self {
                 Matrix::F32 { w, panels, .. } => matmat(w, panels, x_groups, o_groups),
                 Matrix::Bf16 { w, panels, .. } => matmat(w, panels, x_groups, o_groups),
+                // One sequence at a time: the server batches f32 weights.
+                Matrix::Int8(m) => {
+                    for (x, o) in x_groups.iter().zip(o_groups) {
+                        m.matvec(x, o);
+                    }
+                }
             }
         }
         for (x, o) in x_rest.iter().zip(o_rest) {
@@ -436,6 +453,7 @@ impl Matrix {
         match self {
             Matrix::F32 { w, .. } => 4 * w.len(),
             Matrix::Bf16 { w, .. } => 2 * w.len(),
+            Matrix::Int8(m) => m.bytes(),
         }
     }
 }
@@ -485,6 +503,7 @@ fn f32_strip_product<const FUSED: bool>(strips: &[f32], x: &[f32], out: &mut [f3
         let mut acc = [0f32; STRIP];
         acc.copy_from_slice(o);
         for (row, &xi) in strip.chunks_exact(STRIP).zip(x) {
+            prefetch_ahead(row);
             for l in 0..STRIP {
                 acc[l] = madd::<FUSED>(acc[l], xi, row[l]);
             }
@@ -492,6 +511,25 @@ fn f32_strip_product<const FUSED: bool>(strips: &[f32], x: &[f32], out: &mut [f3
         o.copy_from_slice(&acc);
     }
 }
+
+/// Asks for the weights [`PREFETCH_ROWS`] rows past `row` of a strip (a hint; never faults).
+#[inline(always)]
+fn prefetch_ahead<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let ahead = row
+            .as_ptr()
+            .wrapping_add(PREFETCH_ROWS * row.len())
+            .cast::<i8>();
+        for line in 0..std::mem::size_of_val(row) / 64 {
+            // SAFETY: a prefetch is only a hint, valid for any address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
+        }
+    }
+}
+
+const PREFETCH_ROWS: usize = 8;
 
 /// `out += x · strips` over whole strips ([`bf16_strips`]).
 #[inline(always)]
@@ -506,6 +544,7 @@ fn bf16_strip_product<const FUSED: bool>(strips: &[u32], x: &[f32], out: &mut [f
         low.copy_from_slice(&o[..HALF]);
         high.copy_from_slice(&o[HALF..]);
         for (row, &xi) in strip.chunks_exact(HALF).zip(x) {
+            prefetch_ahead(row);
             for l in 0..HALF {
                 low[l] = madd::<FUSED>(low[l], xi, f32::from_bits(row[l] << 16));
                 high[l] = madd::<FUSED>(high[l], xi, f32::from_bits(row[l] & 0xffff_0000));
@@ -716,7 +755,7 @@ fn matvec_avx2_fma<W: Weight>(w: &[W], x: &[f32], out: &mut [f32]) {
 
 /// `acc + x * w`, rounded once when `FUSED` (`mul_add`) and twice otherwise.
 #[inline(always)]
-fn madd<const FUSED: bool>(acc: f32, x: f32, w: f32) -> f32 {
+pub(super) fn madd<const FUSED: bool>(acc: f32, x: f32, w: f32) -> f32 {
     if FUSED {
         x.mul_add(w, acc)
     } else {
@@ -1043,16 +1082,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bf16_weights_stay_close_to_candle_and_halve_the_bytes() {
+    /// The largest difference between the pitch logits of `precision` and of f32 over 20
+    /// notes, relative to the largest f32 logit; and the bytes each reads per note.
+    fn rounding_error(precision: Precision) -> (f32, usize, usize) {
         let model = random(LstmConfig::default(), 6);
         let f32_path = FastLstm::from_lstm(&model).unwrap();
-        let bf16 = FastLstm::with_precision(&model, Precision::Bf16).unwrap();
-        assert_eq!(2 * bf16.bytes_per_note(), f32_path.bytes_per_note());
+        let rounded_path = FastLstm::with_precision(&model, precision).unwrap();
         let cond = [1, 2, 3];
-        let (mut exact, mut rounded) = (f32_path.state(), bf16.state());
+        let (mut exact, mut rounded) = (f32_path.state(), rounded_path.state());
         f32_path.start(cond, &mut exact);
-        bf16.start(cond, &mut rounded);
+        rounded_path.start(cond, &mut rounded);
         let at = Onset {
             pos: 12,
             cadence: 3,
@@ -1061,13 +1100,29 @@ mod tests {
         let mut worst = 0f32;
         for note in 0..20u32 {
             let want = f32_path.step(note + 5, note + 90, at, &mut exact).to_vec();
-            let got = bf16.step(note + 5, note + 90, at, &mut rounded);
+            let got = rounded_path.step(note + 5, note + 90, at, &mut rounded);
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             for (a, b) in got.iter().zip(&want) {
                 worst = worst.max((a - b).abs() / scale);
             }
         }
+        let bytes = (rounded_path.bytes_per_note(), f32_path.bytes_per_note());
+        (worst, bytes.0, bytes.1)
+    }
+
+    #[test]
+    fn bf16_weights_stay_close_to_candle_and_halve_the_bytes() {
+        let (worst, bytes, f32_bytes) = rounding_error(Precision::Bf16);
+        assert_eq!(2 * bytes, f32_bytes);
         // Different (so it really is rounded) but within a few percent of the logit range.
+        assert!(worst > 0.0 && worst < 0.05, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn int8_weights_stay_close_to_candle_in_under_a_third_of_the_bytes() {
+        let (worst, bytes, f32_bytes) = rounding_error(Precision::Int8);
+        // A quarter for the strips; the scales and the f32 tail columns add a little.
+        assert!(3 * bytes < f32_bytes, "{bytes} of {f32_bytes} bytes");
         assert!(worst > 0.0 && worst < 0.05, "worst relative error {worst}");
     }
 
@@ -1101,6 +1156,7 @@ mod tests {
             (tiny, Precision::F32),
             (LstmConfig::default(), Precision::F32),
             (LstmConfig::default(), Precision::Bf16),
+            (LstmConfig::default(), Precision::Int8),
         ] {
             let fast = FastLstm::with_precision(&random(config, 11), precision).unwrap();
             let vocab = fast.config.vocab as u32;

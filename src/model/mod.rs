@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod copyguard;
 pub mod critic;
 pub mod grid;
+mod int8;
 pub mod lstm;
 pub mod lstm_fast;
 pub mod morph;
