@@ -18,6 +18,26 @@ fn shipped() -> NeuralGenerator {
         .unwrap()
 }
 
+/// `config.json`'s `decode` picks the decoder's weight precision: absent is f32 (the shipped
+/// model), `"int8"` decodes with int8 matrices, anything else is a clear error.
+#[test]
+fn the_model_config_chooses_the_decoder_precision() {
+    assert_eq!(shipped().fast_model().precision(), Precision::F32);
+    let with_decode = |value: &str| {
+        let mut config: serde_json::Value = serde_json::from_slice(EMBEDDED_NEURAL_CONFIG).unwrap();
+        config["decode"] = serde_json::Value::String(value.into());
+        NeuralGenerator::from_bytes(
+            &serde_json::to_vec(&config).unwrap(),
+            EMBEDDED_NEURAL_WEIGHTS,
+        )
+    };
+    let int8 = with_decode("int8").unwrap();
+    assert_eq!(int8.fast_model().precision(), Precision::Int8);
+    assert!(4 * int8.fast_model().bytes_per_note() < 2 * shipped().fast_model().bytes_per_note());
+    let err = with_decode("int4").err().expect("int4 is not a precision");
+    assert!(format!("{err:#}").contains("config.json"), "{err:#}");
+}
+
 #[test]
 fn fast_path_matches_candle_logits_on_the_shipped_weights() {
     let g = shipped();

@@ -23,7 +23,7 @@ use crate::model::tokenizer::{
     BOS, Onset, PAD, STRAIN_BARS, Style, cond_tokens, key_pitch_token, relative_chord, ticks_token,
     token_key_pitch, token_ticks,
 };
-use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, load_model};
+use crate::model::{CONFIG_FILE, GUARD_FILE, WEIGHTS_FILE, decode_precision, load_model};
 use crate::music::{BeatNote, Key, Meter, SeedRng};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -157,7 +157,7 @@ impl NeuralGenerator {
             .thread_name(|_| "melodist-neural".into())
             .build()?;
         let buffers = Buffers::new(model.config.vocab);
-        let fast = FastLstm::from_lstm(&model)?;
+        let fast = FastLstm::with_precision(&model, decode_precision(config_json)?)?;
         let state = fast.state();
         Ok(Self {
             model: Arc::new(model),

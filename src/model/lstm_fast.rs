@@ -40,7 +40,8 @@ use std::sync::OnceLock;
 
 /// How the weight matrices are stored. The tables read a row per note (token, position,
 /// chord inputs) and the biases stay f32 either way: they are a few KB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// The trained weights exactly: matches candle's forward to 1e-4 (the tests hold it).
     #[default]

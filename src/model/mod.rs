@@ -30,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use lstm::{Lstm, LstmConfig};
+use lstm_fast::Precision;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -58,6 +59,11 @@ pub struct ModelFile {
     pub model: LstmConfig,
     /// FNV-1a of `model.safetensors`, hex: catches damaged or mismatched weight files.
     pub weights_fnv1a: String,
+    /// How the plugin's decoder stores the weight matrices: `"f32"` (absent: exactly the
+    /// trained weights) or `"int8"`/`"bf16"`, set by hand once `melodist eval --fast-path`
+    /// has shown what it costs in bits (the checksum covers only the weights).
+    #[serde(default)]
+    pub decode: Precision,
 }
 
 /// Writes `config.json` + `model.safetensors` into `dir`.
@@ -72,6 +78,7 @@ pub fn save_model(dir: &Path, config: &LstmConfig, varmap: &candle_nn::VarMap) -
         format: format_of(config).into(),
         model: config.clone(),
         weights_fnv1a: checksum(&bytes),
+        decode: Precision::F32,
     };
     std::fs::write(dir.join(CONFIG_FILE), serde_json::to_string_pretty(&file)?)?;
     Ok(())
@@ -79,8 +86,7 @@ pub fn save_model(dir: &Path, config: &LstmConfig, varmap: &candle_nn::VarMap) -
 
 /// Rebuilds the network from the two files' bytes, with a clear error for anything wrong.
 pub fn load_model(config_json: &[u8], safetensors: &[u8]) -> Result<Lstm> {
-    let file: ModelFile = serde_json::from_slice(config_json)
-        .context("config.json is not a valid neural model config")?;
+    let file = read_config(config_json)?;
     if file.format != format_of(&file.model) {
         bail!(
             "config.json has format {:?}, this Melodist reads {FORMAT_2:?} and {FORMAT_3:?}",
@@ -102,6 +108,15 @@ pub fn load_model(config_json: &[u8], safetensors: &[u8]) -> Result<Lstm> {
     let vb = VarBuilder::from_slice_safetensors(safetensors, DType::F32, &Device::Cpu)
         .context("model.safetensors is not readable")?;
     Lstm::new(file.model, vb).context("model.safetensors does not fit the network in config.json")
+}
+
+fn read_config(config_json: &[u8]) -> Result<ModelFile> {
+    serde_json::from_slice(config_json).context("config.json is not a valid neural model config")
+}
+
+/// The decoder precision `config.json` asks for ([`ModelFile::decode`]).
+pub fn decode_precision(config_json: &[u8]) -> Result<Precision> {
+    Ok(read_config(config_json)?.decode)
 }
 
 fn checksum(bytes: &[u8]) -> String {
