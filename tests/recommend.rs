@@ -306,7 +306,7 @@ fn hr10(rows: &[Metrics], name: &str) -> f64 {
 fn planted_simulator_gives_baselines_their_expected_numbers() {
     let world = sim::simulate(&SimConfig::planted_popularity(400, 11));
     let catalogue = Catalogue::from_presets(&world.presets);
-    let split = eval::leave_last_out(&world.log, 1);
+    let split = eval::leave_last_out(&world.log, 1, 1);
     assert_eq!(split.cases.len(), 400);
     let mut recs: Vec<Box<dyn Recommender>> = vec![
         Box::new(Popularity::default()),
@@ -341,7 +341,7 @@ fn simulator_targets_hold_on_a_small_world() {
     let world = sim::simulate(&cfg);
     let catalogue = Catalogue::from_presets(&world.presets);
     let warm = eval::evaluate(
-        &eval::leave_last_out(&world.log, 19),
+        &eval::leave_last_out(&world.log, 19, 1),
         &catalogue,
         &mut all_recommenders(HybridWeights::TUNED, 1),
     );

@@ -1,8 +1,10 @@
 //! `melodist eval-recs`: offline evaluation of every recommender next to the baselines
 //! (global, personal, recency-weighted personal and context-weighted popularity, random),
 //! on the simulator, the local history and any exported log, with paired bootstrap
-//! intervals for the hybrid against the best baseline. Output to a closed pipe
-//! (`| head`) ends the run quietly.
+//! intervals for the hybrid against the best baseline. Each producer's last `--held-out`
+//! working sessions are held out (3 by default: three times the cases of leave-one-out),
+//! and the intervals resample producers, whose cases are not independent. Output to a
+//! closed pipe (`| head`) ends the run quietly.
 
 use super::ranged;
 use crate::presets::{self, PresetLibrary};
@@ -40,6 +42,10 @@ pub struct Args {
     /// exact use times) instead of only what the plugin logs.
     #[arg(long)]
     pub rich_signals: bool,
+    /// Working sessions held out per producer (the last k), 1-100: more cases per
+    /// producer narrow the intervals (which resample producers, not cases).
+    #[arg(long, default_value_t = 3, value_parser = ranged(1..=100usize))]
+    pub held_out: usize,
     /// Bootstrap resamples for the paired intervals, 100-100000.
     #[arg(long, default_value_t = 1000, value_parser = ranged(100..=100_000usize))]
     pub bootstrap: usize,
@@ -62,6 +68,8 @@ macro_rules! say {
 struct Group {
     name: String,
     rows: Vec<Metrics>,
+    /// Each case's producer, for the bootstrap.
+    groups: Vec<u32>,
 }
 
 fn row<'a>(rows: &'a [Metrics], name: &str) -> Option<&'a Metrics> {
@@ -88,8 +96,8 @@ fn versus_best(
     else {
         return Ok(None);
     };
-    let (mean, lo, hi) =
-        eval::paired_bootstrap(&hybrid.per_case(ndcg), &best.per_case(ndcg), rounds, seed);
+    let (a, b) = (hybrid.per_case(ndcg), best.per_case(ndcg));
+    let (mean, lo, hi) = eval::paired_bootstrap(&a, &b, &group.groups, rounds, seed);
     let metric = if ndcg { "NDCG@10" } else { "HR@10" };
     let verdict = if lo > 0.0 {
         "better"
@@ -123,18 +131,19 @@ fn evaluate_log(
         log.event_count()
     );
     let mut groups = Vec::new();
+    let k = args.held_out;
     let splits = [
         (
-            "all producers (leave-last-out)".to_string(),
-            eval::leave_last_out(log, 1),
+            format!("all producers (last {k} working sessions held out)"),
+            eval::leave_last_out(log, 1, k),
             false,
         ),
         (
             format!(
-                "producers with >= {} sessions (leave-last-out)",
+                "producers with >= {} sessions (last {k} held out)",
                 args.min_sessions
             ),
-            eval::leave_last_out(log, args.min_sessions.saturating_sub(1)),
+            eval::leave_last_out(log, args.min_sessions.saturating_sub(1), k),
             false,
         ),
         (
@@ -170,7 +179,11 @@ fn evaluate_log(
             )
         };
         say!(out, "{}  {note}", eval::table(&name, &rows));
-        let group = Group { name, rows };
+        let group = Group {
+            name,
+            rows,
+            groups: split.groups(),
+        };
         versus_best(out, &group, false, args.bootstrap, args.seed)?;
         versus_best(out, &group, true, args.bootstrap, args.seed)?;
         say!(out);

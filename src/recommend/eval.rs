@@ -1,10 +1,14 @@
 //! Offline evaluation: leave-last-out hit rate, NDCG and coverage, plus tuning the hybrid.
 //!
-//! Protocol: for each producer, the last session in which some preset worked is held out;
-//! everything before it (and every other producer's history) is training data, and
-//! sessions after it are dropped so the future never leaks into the past. The target is
-//! the preset with the highest net feedback in the held-out session, and the recommender
-//! sees only that session's starting context (tempo, meter, key, input), as in the plugin.
+//! Protocol: for each producer, the last `held` sessions in which some preset worked are
+//! held out (leave-last-k-out); everything before the first of them (and every other
+//! producer's history) is training data, and later sessions are dropped so the future
+//! never leaks into the past. Each held-out session is a case, predicted from that same
+//! history: the recommender is not told how the producer's earlier held-out sessions went.
+//! The target is the preset with the highest net feedback in the held-out session, and the
+//! recommender sees only that session's starting context (tempo, meter, key, input), as in
+//! the plugin. A producer's cases are not independent, so the paired intervals resample
+//! producers, not cases ([`paired_bootstrap`]).
 //! - HR@k: share of cases whose target is in the top k.
 //! - NDCG@10: 1 / log2(rank + 1) of the target (rank from 1), 0 beyond 10.
 //! - coverage: share of the catalogue appearing in at least one top-10 list.
@@ -19,6 +23,8 @@ use crate::sessions::{Session, SessionLog};
 /// One held-out session.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// Which producer of the split (0, 1, ...): the unit the bootstrap resamples.
+    pub producer: u32,
     pub context: Context,
     /// The preset id that worked best in the held-out session.
     pub target: String,
@@ -51,26 +57,44 @@ fn by_producer(log: &SessionLog) -> Vec<&[Session]> {
         .collect()
 }
 
-/// Leave-last-out; only producers with at least `min_history` sessions before the held-out
-/// one become cases (the others still train).
-pub fn leave_last_out(log: &SessionLog, min_history: usize) -> Split {
+/// Leave-last-k-out with `held` = k: only the held-out sessions with at least
+/// `min_history` sessions before them become cases; a producer with none trains whole.
+pub fn leave_last_out(log: &SessionLog, min_history: usize, held: usize) -> Split {
     let mut split = Split::default();
     for sessions in by_producer(log) {
-        let last = sessions.iter().rposition(|s| target(s).is_some());
-        match last {
-            Some(i) if i >= min_history => {
-                split.train.sessions.extend_from_slice(&sessions[..i]);
-                let s = &sessions[i];
-                let target = target(s).expect("held-out session has a target");
-                split.cases.push(Case {
-                    context: Context::from_session(&s.producer, &s.context),
-                    target,
-                });
-            }
-            _ => split.train.sessions.extend_from_slice(sessions),
+        let with_target: Vec<usize> = (sessions.iter().enumerate())
+            .filter(|(i, s)| *i >= min_history && target(s).is_some())
+            .map(|(i, _)| i)
+            .collect();
+        let held_out = &with_target[with_target.len().saturating_sub(held)..];
+        let Some(&first) = held_out.first() else {
+            split.train.sessions.extend_from_slice(sessions);
+            continue;
+        };
+        split.train.sessions.extend_from_slice(&sessions[..first]);
+        let producer = split.producers();
+        for &i in held_out {
+            let s = &sessions[i];
+            split.cases.push(Case {
+                producer,
+                context: Context::from_session(&s.producer, &s.context),
+                target: target(s).expect("held-out sessions have a target"),
+            });
         }
     }
     split
+}
+
+impl Split {
+    /// Producers with cases so far (the next producer's number).
+    fn producers(&self) -> u32 {
+        self.cases.last().map_or(0, |c| c.producer + 1)
+    }
+
+    /// Each case's producer, in case order.
+    pub fn groups(&self) -> Vec<u32> {
+        self.cases.iter().map(|c| c.producer).collect()
+    }
 }
 
 /// Cold start: every second producer is held out entirely except for one test case.
@@ -82,6 +106,7 @@ pub fn cold_start(log: &SessionLog) -> Split {
         } else if let Some(s) = sessions.iter().find(|s| target(s).is_some()) {
             let target = target(s).expect("found above");
             split.cases.push(Case {
+                producer: split.producers(),
                 context: Context::from_session(&s.producer, &s.context),
                 target,
             });
@@ -109,6 +134,7 @@ pub fn early_sessions(log: &SessionLog, max_prior: usize) -> Split {
                 split.train.sessions.extend_from_slice(&sessions[..i]);
                 let s = &sessions[i];
                 split.cases.push(Case {
+                    producer: split.producers(),
                     context: Context::from_session(&s.producer, &s.context),
                     target: target(s).expect("found above"),
                 });
@@ -147,22 +173,39 @@ impl Metrics {
     }
 }
 
-/// Mean of `a - b` over paired cases with a 95 % percentile bootstrap interval (`rounds`
-/// resamples of the cases, fixed seed): (mean, low, high).
-pub fn paired_bootstrap(a: &[f64], b: &[f64], rounds: usize, seed: u64) -> (f64, f64, f64) {
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    let n = d.len();
+/// Mean of `a - b` over paired cases with a 95 % percentile bootstrap interval: (mean,
+/// low, high). `groups[i]` is case `i`'s producer; each of `rounds` resamples draws
+/// producers with replacement and takes all their cases (a fixed seed).
+pub fn paired_bootstrap(
+    a: &[f64],
+    b: &[f64],
+    groups: &[u32],
+    rounds: usize,
+    seed: u64,
+) -> (f64, f64, f64) {
+    let n = a.len().min(b.len()).min(groups.len());
     if n == 0 {
         return (0.0, 0.0, 0.0);
     }
-    let mean = d.iter().sum::<f64>() / n as f64;
+    // Per producer: (sum of differences, cases).
+    let producers = groups[..n].iter().max().map_or(0, |g| *g as usize + 1);
+    let mut by_producer = vec![(0f64, 0usize); producers];
+    for i in 0..n {
+        let p = &mut by_producer[groups[i] as usize];
+        p.0 += a[i] - b[i];
+        p.1 += 1;
+    }
+    by_producer.retain(|p| p.1 > 0);
+    let m = by_producer.len();
+    let mean = by_producer.iter().map(|p| p.0).sum::<f64>() / n as f64;
     let mut rng = crate::music::SeedRng::derive(&[seed, 0xB007]);
     let mut means: Vec<f64> = (0..rounds.max(1))
         .map(|_| {
-            (0..n)
-                .map(|_| d[(rng.next_u64() % n as u64) as usize])
-                .sum::<f64>()
-                / n as f64
+            let (sum, cases) = (0..m).fold((0.0, 0), |(s, c), _| {
+                let p = by_producer[(rng.next_u64() % m as u64) as usize];
+                (s + p.0, c + p.1)
+            });
+            sum / cases as f64
         })
         .collect();
     means.sort_by(f64::total_cmp);
@@ -237,12 +280,12 @@ pub fn evaluate(
         .collect()
 }
 
-/// Picks hybrid weights on a leave-last-out split of `train` itself, so the held-out cases
+/// Picks hybrid weights on a leave-one-out split of `train` itself, so the held-out cases
 /// of the real evaluation are never seen: coordinate ascent from
 /// [`HybridWeights::TUNED`], each weight in turn over {0, ⅛, ¼, ½, 1, 2}, two passes,
 /// maximising HR@10 + NDCG@10 (a change must gain, so ties keep the defaults).
 pub fn tune_hybrid(train: &SessionLog, catalogue: &Catalogue) -> HybridWeights {
-    let inner = leave_last_out(train, 1);
+    let inner = leave_last_out(train, 1, 1);
     if inner.cases.is_empty() {
         return HybridWeights::TUNED;
     }
@@ -307,6 +350,63 @@ pub fn table(title: &str, rows: &[Metrics]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_working_sessions_are_held_out_and_only_the_past_trains() {
+        use crate::recommend::sim::{SimConfig, simulate};
+        let cfg = SimConfig {
+            producers: 40,
+            max_sessions: 40,
+            ..SimConfig::default()
+        };
+        let log = simulate(&cfg).log;
+        let split = leave_last_out(&log, 5, 3);
+        let groups = split.groups();
+        assert!(groups.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+        for sessions in by_producer(&log) {
+            let producer = &sessions[0].producer;
+            let cases: Vec<&Case> = (split.cases.iter())
+                .filter(|c| &c.context.producer == producer)
+                .collect();
+            let trained = (split.train.sessions.iter())
+                .filter(|s| &s.producer == producer)
+                .count();
+            let working: Vec<usize> = (5..sessions.len())
+                .filter(|&i| target(&sessions[i]).is_some())
+                .collect();
+            match working.len() {
+                0 => assert!(cases.is_empty() && trained == sessions.len()),
+                w => {
+                    // The last (up to) three working sessions; training stops at the first.
+                    let held = &working[w.saturating_sub(3)..];
+                    assert_eq!(cases.len(), held.len(), "{producer}");
+                    assert_eq!(trained, held[0], "{producer}");
+                    for (c, &i) in cases.iter().zip(held) {
+                        assert_eq!(Some(c.target.clone()), target(&sessions[i]));
+                    }
+                }
+            }
+        }
+        assert!(split.cases.len() > 2 * (*groups.last().unwrap() as usize + 1));
+    }
+
+    /// One producer with 100 cases of +1 and nine with one case of 0: resampling cases
+    /// would give a narrow interval near +0.92; resampling producers leaves the big one
+    /// out in about a third of the draws.
+    #[test]
+    fn the_bootstrap_resamples_producers_not_cases() {
+        let mut groups = vec![0u32; 100];
+        groups.extend(1..10);
+        let a: Vec<f64> = (0..109).map(|i| (i < 100) as u8 as f64).collect();
+        let b = vec![0.0; 109];
+        let (mean, lo, hi) = paired_bootstrap(&a, &b, &groups, 2000, 1);
+        assert!((mean - 100.0 / 109.0).abs() < 1e-9);
+        assert!(lo < 0.01 && hi > 0.9, "[{lo}, {hi}]");
+        // Each case its own producer: the interval is the narrow case-level one.
+        let own: Vec<u32> = (0..109).collect();
+        let (_, lo, hi) = paired_bootstrap(&a, &b, &own, 2000, 1);
+        assert!(lo > 0.8 && hi < 1.0, "[{lo}, {hi}]");
+    }
 
     #[test]
     fn metrics_count_hits_and_ranks() {
