@@ -1,12 +1,12 @@
 //! int8 weight matrices for the decoder's matrix–vector products ([`super::lstm_fast`],
-//! `Precision::Int8`): a quarter of f32's bytes, so the 2×256 model's 0.85 MB per note
-//! sits in a core's L2 cache instead of streaming 3.4 MB from L3.
+//! `Precision::Int8`): about a quarter of f32's bytes, so the 2×256 model's 0.91 MB per
+//! note sits in a core's 1 MB L2 cache instead of streaming 3.5 MB from L3.
 //!
 //! Why integer arithmetic and not int8 widened to f32: widening costs two instructions per
 //! 8 weights before the multiply-add, and measured no faster than bf16. Here the input
 //! vector is quantised too (13 bits, one scale per product), the weights are widened to
 //! i16 and `vpmaddwd` multiplies and adds 16 of them per instruction into i32 sums. The
-//! sums are exact integers, so every CPU (AVX2 or the portable loop) gives the same bits;
+//! sums are exact integers, so the AVX2 kernel and the portable loop give the same sums;
 //! each column is scaled back to f32 once at the end.
 //!
 //! Layout: the whole [`STRIP`]-column strips, each as `[k/2][STRIP][2]` (two consecutive

@@ -24,7 +24,7 @@
 //!   each f32 (rounded to nearest by candle), half the bytes; products still accumulate in
 //!   f32. Widening bf16 to f32 is a shift, so the same loop vectorises for both.
 //! - **int8 weights** ([`Precision::Int8`], [`super::int8`]): a quarter of the bytes, one
-//!   f32 scale per output column, exact integer sums (`vpmaddwd`); 0.85 MB per note for
+//!   f32 scale per output column, exact integer sums (`vpmaddwd`); 0.91 MB per note for
 //!   the 2×256 model fits in a core's L2 cache.
 //! - **Fused multiply-add**: on x86-64 with AVX2 and FMA (every x86-64 CPU since 2013) the
 //!   products run as AVX2 FMA; on aarch64 FMA is native. The portable loop is the same
@@ -48,8 +48,8 @@ pub enum Precision {
     F32,
     /// Weights rounded to bfloat16: half the bytes to read per note.
     Bf16,
-    /// Weights quantised to int8 with one f32 scale per output column: a quarter of the
-    /// bytes (0.85 MB per note for the 2×256 model, which fits in a core's L2 cache).
+    /// Weights quantised to int8 with one f32 scale per output column: about a quarter of
+    /// the bytes (0.91 MB per note for the 2×256 model, which fits in a core's L2 cache).
     Int8,
 }
 
