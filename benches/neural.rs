@@ -245,7 +245,7 @@ fn ms_per_bar(reference: bool, precision: Precision) -> f64 {
 fn side_by_side() {
     let g = shipped();
     let rayon_env = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
-    let fast = fast_us_per_note(g.fast_model());
+    let fast = fast_us_per_note(&FastLstm::with_precision(g.model(), Precision::F32).unwrap());
     let bf16 = fast_us_per_note(&FastLstm::with_precision(g.model(), Precision::Bf16).unwrap());
     let int8 = fast_us_per_note(&FastLstm::with_precision(g.model(), Precision::Int8).unwrap());
     let candle = candle_us_per_note(&g);
@@ -262,8 +262,10 @@ fn side_by_side() {
     let bar_candle = ms_per_bar(true, Precision::F32);
     let c = &g.model().config;
     println!(
-        "neural side by side ({}x{} LSTM, batch 1, one thread):",
-        c.layers, c.hidden
+        "neural side by side ({}x{} LSTM, batch 1, one thread; the plugin decodes with {:?}):",
+        c.layers,
+        c.hidden,
+        g.fast_model().precision()
     );
     println!("  fast path, f32 weights                   {fast:8.1} µs/note");
     println!("  fast path, bf16 weights                  {bf16:8.1} µs/note");

@@ -11,30 +11,41 @@ use melodist::model::tokenizer::{Onset, Style, cond_tokens};
 use melodist::music::{Key, Meter, PitchClass, Scale, SeedRng};
 use std::hint::black_box;
 
+/// The shipped model decoding its exact f32 weights (whatever its `config.json` decodes
+/// with), which is what candle's reference must match.
 fn shipped() -> NeuralGenerator {
     NeuralGenerator::from_bytes(EMBEDDED_NEURAL_CONFIG, EMBEDDED_NEURAL_WEIGHTS)
         .unwrap()
         .with_guard(EMBEDDED_NEURAL_GUARD)
         .unwrap()
+        .with_precision(Precision::F32)
+        .unwrap()
 }
 
-/// `config.json`'s `decode` picks the decoder's weight precision: absent is f32 (the shipped
-/// model), `"int8"` decodes with int8 matrices, anything else is a clear error.
+/// `config.json`'s `decode` picks the decoder's weight precision: absent is f32, `"int8"`
+/// decodes with int8 matrices, anything else is a clear error.
 #[test]
 fn the_model_config_chooses_the_decoder_precision() {
-    assert_eq!(shipped().fast_model().precision(), Precision::F32);
-    let with_decode = |value: &str| {
+    let with_decode = |value: Option<&str>| {
         let mut config: serde_json::Value = serde_json::from_slice(EMBEDDED_NEURAL_CONFIG).unwrap();
-        config["decode"] = serde_json::Value::String(value.into());
+        let fields = config.as_object_mut().unwrap();
+        match value {
+            Some(v) => fields.insert("decode".into(), v.into()),
+            None => fields.remove("decode"),
+        };
         NeuralGenerator::from_bytes(
             &serde_json::to_vec(&config).unwrap(),
             EMBEDDED_NEURAL_WEIGHTS,
         )
     };
-    let int8 = with_decode("int8").unwrap();
+    let f32_path = with_decode(None).unwrap();
+    assert_eq!(f32_path.fast_model().precision(), Precision::F32);
+    let int8 = with_decode(Some("int8")).unwrap();
     assert_eq!(int8.fast_model().precision(), Precision::Int8);
-    assert!(4 * int8.fast_model().bytes_per_note() < 2 * shipped().fast_model().bytes_per_note());
-    let err = with_decode("int4").err().expect("int4 is not a precision");
+    assert!(2 * int8.fast_model().bytes_per_note() < f32_path.fast_model().bytes_per_note());
+    let err = with_decode(Some("int4"))
+        .err()
+        .expect("int4 is not a precision");
     assert!(format!("{err:#}").contains("config.json"), "{err:#}");
 }
 
