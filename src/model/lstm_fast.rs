@@ -530,6 +530,8 @@ fn prefetch_ahead<T>(row: &[T]) {
     }
 }
 
+/// 8 rows (2 KB of f32 strip) ahead measured 55–64 µs per note against 64–72 µs without
+/// prefetching (2×256 model); 16 rows was no better.
 const PREFETCH_ROWS: usize = 8;
 
 /// `out += x · strips` over whole strips ([`bf16_strips`]).
@@ -756,7 +758,7 @@ fn matvec_avx2_fma<W: Weight>(w: &[W], x: &[f32], out: &mut [f32]) {
 
 /// `acc + x * w`, rounded once when `FUSED` (`mul_add`) and twice otherwise.
 #[inline(always)]
-pub(super) fn madd<const FUSED: bool>(acc: f32, x: f32, w: f32) -> f32 {
+fn madd<const FUSED: bool>(acc: f32, x: f32, w: f32) -> f32 {
     if FUSED {
         x.mul_add(w, acc)
     } else {
