@@ -437,7 +437,7 @@ impl Matrix {
             match self {
                 Matrix::F32 { w, panels, .. } => matmat(w, panels, x_groups, o_groups),
                 Matrix::Bf16 { w, panels, .. } => matmat(w, panels, x_groups, o_groups),
-                // One sequence at a time: the server batches f32 weights.
+                // One sequence at a time: the batched kernel has no int8 version.
                 Matrix::Int8(m) => {
                     for (x, o) in x_groups.iter().zip(o_groups) {
                         m.matvec(x, o);
