@@ -62,23 +62,23 @@ fn by_producer(log: &SessionLog) -> Vec<&[Session]> {
 pub fn leave_last_out(log: &SessionLog, min_history: usize, held: usize) -> Split {
     let mut split = Split::default();
     for sessions in by_producer(log) {
-        let with_target: Vec<usize> = (sessions.iter().enumerate())
-            .filter(|(i, s)| *i >= min_history && target(s).is_some())
-            .map(|(i, _)| i)
+        let with_target: Vec<(usize, String)> = (sessions.iter().enumerate())
+            .skip(min_history)
+            .filter_map(|(i, s)| Some((i, target(s)?)))
             .collect();
         let held_out = &with_target[with_target.len().saturating_sub(held)..];
-        let Some(&first) = held_out.first() else {
+        let Some(&(first, _)) = held_out.first() else {
             split.train.sessions.extend_from_slice(sessions);
             continue;
         };
         split.train.sessions.extend_from_slice(&sessions[..first]);
         let producer = split.producers();
-        for &i in held_out {
-            let s = &sessions[i];
+        for (i, target) in held_out {
+            let s = &sessions[*i];
             split.cases.push(Case {
                 producer,
                 context: Context::from_session(&s.producer, &s.context),
-                target: target(s).expect("held-out sessions have a target"),
+                target: target.clone(),
             });
         }
     }
