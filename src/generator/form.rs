@@ -27,7 +27,8 @@ use super::{
     Cadence, ContextNote, GenSettings, Generator, PHRASE_BARS, Phrase, PhraseRequest, PhraseShape,
     render_phrase,
 };
-use crate::model::grid::bar_ticks;
+use crate::model::copyguard::COPY_NOTES;
+use crate::model::grid::{TPQ, bar_ticks};
 use crate::model::tokenizer::Style;
 use crate::music::{BeatNote, Meter, SeedRng};
 use std::sync::Arc;
@@ -286,27 +287,28 @@ pub fn extend_section(
         let phrase_of =
             |bars: &Phrase, i: usize| bars[i * PHRASE_BARS..(i + 1) * PHRASE_BARS].to_vec();
         let cadence_bars = |c: Cadence| if c == Cadence::Open { 4 } else { 0 };
+        let write_new = |generator: &mut dyn Generator, bars: &Phrase| {
+            let lead_in = if k == 0 {
+                context.to_vec()
+            } else {
+                context_of(&bars[(k - 1) * PHRASE_BARS..], meter)
+            };
+            let request = PhraseRequest {
+                settings,
+                meter,
+                phrase_index,
+                bars: PHRASE_BARS,
+                context: &lead_in,
+                shape: PhraseShape {
+                    strain_bar: cadence_bars(planned.cadence) + 3,
+                    cadence: Some(planned.cadence),
+                },
+                chords: chords_from(k * PHRASE_BARS),
+            };
+            render_phrase(generator, &request)
+        };
         let new_phrase = match role {
-            Role::New => {
-                let lead_in = if k == 0 {
-                    context.to_vec()
-                } else {
-                    context_of(&bars[(k - 1) * PHRASE_BARS..], meter)
-                };
-                let request = PhraseRequest {
-                    settings,
-                    meter,
-                    phrase_index,
-                    bars: PHRASE_BARS,
-                    context: &lead_in,
-                    shape: PhraseShape {
-                        strain_bar: cadence_bars(planned.cadence) + 3,
-                        cadence: Some(planned.cadence),
-                    },
-                    chords: chords_from(k * PHRASE_BARS),
-                };
-                render_phrase(generator, &request)
-            }
+            Role::New => write_new(generator, bars),
             Role::Answer(i) => {
                 // The opening of phrase `i`, then an ending written after it.
                 let mut phrase: Phrase = phrase_of(bars, i)[..2].to_vec();
@@ -346,8 +348,30 @@ pub fn extend_section(
                 }
             }
         };
+        // A copy joined to the phrase before can rebuild a training tune across the
+        // join (a reel's AABB from its A and B): then the phrase is written anew.
+        let new_phrase =
+            if role != Role::New && copies_across(&*generator, bars, &new_phrase, meter) {
+                write_new(generator, bars)
+            } else {
+                new_phrase
+            };
         bars.extend(new_phrase);
     }
+}
+
+/// Would `phrase`, played after `bars`, complete a run of a training tune the generator's
+/// originality guard refuses? Only runs that end inside `phrase` are looked at: the ones
+/// before were checked when their phrase was joined.
+fn copies_across(generator: &dyn Generator, bars: &Phrase, phrase: &Phrase, meter: Meter) -> bool {
+    let mut joined = bars.clone();
+    joined.extend(phrase.iter().cloned());
+    let line: Vec<(u8, u32)> = (context_of(&joined, meter).iter())
+        .map(|n| (n.pitch, (n.duration * TPQ as f64).round() as u32))
+        .collect();
+    let notes_before: usize = bars.iter().map(Vec::len).sum();
+    let from = notes_before.saturating_sub(COPY_NOTES - 1);
+    generator.copies_training(&line[from..])
 }
 
 /// Notes of consecutive bars as the model's context: pitches with inter-onset durations,
@@ -375,6 +399,7 @@ pub fn context_of(bars: &[Vec<BeatNote>], meter: Meter) -> Vec<ContextNote> {
 mod tests {
     use super::*;
     use crate::generator::loader::embedded_markov;
+    use crate::model::copyguard::CopyGuard;
 
     fn settings(form: u8, seed: u64) -> GenSettings {
         GenSettings {
@@ -550,6 +575,65 @@ mod tests {
             }
         }
         assert!(repeats > 0);
+    }
+
+    /// The Markov generator with an originality guard of our choosing.
+    struct Guarded(Box<dyn Generator>, CopyGuard);
+
+    impl Generator for Guarded {
+        fn name(&self) -> &str {
+            "guarded markov"
+        }
+        fn generate(&mut self, request: &PhraseRequest<'_>, rng: &mut SeedRng) -> Phrase {
+            self.0.generate(request, rng)
+        }
+        fn copies_training(&self, line: &[(u8, u32)]) -> bool {
+            self.1.copies(line)
+        }
+    }
+
+    #[test]
+    fn a_repeat_that_would_rebuild_a_training_tune_across_the_join_is_written_anew() {
+        let meter = Meter::new(4, 4);
+        let vae = LoadedVae::none("test: repeats are checked");
+        let line_of = |bars: &[Vec<BeatNote>]| -> Vec<(u8, u32)> {
+            (context_of(bars, meter).iter())
+                .map(|n| (n.pitch, (n.duration * TPQ as f64).round() as u32))
+                .collect()
+        };
+        let mut checked = 0;
+        for seed in 0..40 {
+            let s = settings(16, seed);
+            let plan = plan(16, Style::Any, seed, 0);
+            let Some(k) = plan.iter().position(|p| matches!(p.role, Role::Repeat(_))) else {
+                continue;
+            };
+            let mut unguarded = Guarded(embedded_markov(), CopyGuard::default());
+            let bars = write_section(first(&mut unguarded, &vae, s, meter), &[], &[]);
+            // A "training tune": 6 notes before the join into the repeat and 7 after it.
+            let join: usize = bars[..k * PHRASE_BARS].iter().map(Vec::len).sum();
+            let line = line_of(&bars);
+            let Some(tune) = line.get(join.saturating_sub(6)..join + 7) else {
+                continue;
+            };
+            let guard = CopyGuard::build([tune]);
+            assert!(
+                guard.copies(&line),
+                "seed {seed}: the unguarded section copies"
+            );
+            let mut guarded = Guarded(embedded_markov(), guard.clone());
+            let again = write_section(first(&mut guarded, &vae, s, meter), &[], &[]);
+            let phrase = k * PHRASE_BARS..(k + 1) * PHRASE_BARS;
+            assert_eq!(again[..phrase.start], bars[..phrase.start], "seed {seed}");
+            assert_ne!(
+                again[phrase.clone()],
+                bars[phrase],
+                "seed {seed}: written anew"
+            );
+            assert!(!guard.copies(&line_of(&again)), "seed {seed}: no copy left");
+            checked += 1;
+        }
+        assert!(checked >= 5, "{checked} sections with a repeat checked");
     }
 
     #[test]

@@ -249,6 +249,15 @@ pub trait Generator: Send {
     fn render(&mut self, request: &PhraseRequest<'_>) -> Phrase {
         write_and_perform(self, request)
     }
+
+    /// Does `line` ((pitch, ticks to the next onset) per note, as
+    /// [`crate::model::copyguard::melody_line`] writes it) hold a run copied from a tune
+    /// this generator was trained on? The form planner asks before it joins a repeat, an
+    /// answer or a variation to the phrase before: the generator's own guard only sees
+    /// the notes it writes. `false` for a generator without an originality guard.
+    fn copies_training(&self, _line: &[(u8, u32)]) -> bool {
+        false
+    }
 }
 
 /// Generates a performed phrase: the model's notes plus gate, velocity and humanise.

@@ -476,6 +476,10 @@ impl Generator for NeuralGenerator {
         "neural-lstm"
     }
 
+    fn copies_training(&self, line: &[(u8, u32)]) -> bool {
+        self.guard.copies(line)
+    }
+
     fn generate(&mut self, request: &PhraseRequest<'_>, rng: &mut SeedRng) -> Phrase {
         let Self {
             fast,
