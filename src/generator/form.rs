@@ -366,12 +366,18 @@ pub fn extend_section(
 fn copies_across(generator: &dyn Generator, bars: &Phrase, phrase: &Phrase, meter: Meter) -> bool {
     let mut joined = bars.clone();
     joined.extend(phrase.iter().cloned());
-    let line: Vec<(u8, u32)> = (context_of(&joined, meter).iter())
-        .map(|n| (n.pitch, (n.duration * TPQ as f64).round() as u32))
-        .collect();
+    let line = guard_line(&joined, meter);
     let notes_before: usize = bars.iter().map(Vec::len).sum();
     let from = notes_before.saturating_sub(COPY_NOTES - 1);
     generator.copies_training(&line[from..])
+}
+
+/// Notes of consecutive bars as the originality guard reads them: (pitch, ticks to the next
+/// onset), as [`crate::model::copyguard::melody_line`] writes a melody.
+fn guard_line(bars: &[Vec<BeatNote>], meter: Meter) -> Vec<(u8, u32)> {
+    (context_of(bars, meter).iter())
+        .map(|n| (n.pitch, (n.duration * TPQ as f64).round() as u32))
+        .collect()
 }
 
 /// Notes of consecutive bars as the model's context: pitches with inter-onset durations,
@@ -596,11 +602,7 @@ mod tests {
     fn a_repeat_that_would_rebuild_a_training_tune_across_the_join_is_written_anew() {
         let meter = Meter::new(4, 4);
         let vae = LoadedVae::none("test: repeats are checked");
-        let line_of = |bars: &[Vec<BeatNote>]| -> Vec<(u8, u32)> {
-            (context_of(bars, meter).iter())
-                .map(|n| (n.pitch, (n.duration * TPQ as f64).round() as u32))
-                .collect()
-        };
+        let line_of = |bars: &[Vec<BeatNote>]| guard_line(bars, meter);
         let mut checked = 0;
         for seed in 0..40 {
             let s = settings(16, seed);
