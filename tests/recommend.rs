@@ -7,7 +7,8 @@ use melodist::recommend::eval::{self, Metrics};
 use melodist::recommend::sim::{self, SimConfig};
 use melodist::recommend::{
     Catalogue, ContentBased, Context, ContextPopularity, Dataset, Feedback, Hybrid, HybridWeights,
-    ItemCf, PERSONAL_GROWTH, Popularity, RandomBaseline, Recommender, SessionKnn, all_recommenders,
+    ItemCf, PERSONAL_GROWTH, Popularity, RandomBaseline, RecentPersonal, Recommender, SessionKnn,
+    all_recommenders,
 };
 use melodist::sessions::{Event, EventKind, Session, SessionContext, SessionLog};
 
@@ -250,6 +251,70 @@ fn hybrid_personalises_and_falls_back_at_cold_start() {
         top_ids(&hybrid, &stranger, everything),
         top_ids(&context_pop, &stranger, everything)
     );
+}
+
+/// The hybrid's personal part moves a favourite by how much better or worse it fits this
+/// session than the producer's usual ones, not by how well it fits at all.
+#[test]
+fn personal_context_fit_is_relative_to_the_producers_usual_sessions() {
+    use EventKind::Kept;
+    // "me" keeps Reel Drive (2/2, 2/4, 4/4; minor) in four 4/4 sessions and Jig Lilt
+    // (6/8 only; any key) in two 6/8 ones, all at 110 BPM in A minor.
+    let mut sessions = Vec::new();
+    for n in 0..6 {
+        let (meter, preset) = if n % 3 == 2 {
+            ((6, 8), "jig-lilt")
+        } else {
+            ((4, 4), "reel-drive")
+        };
+        sessions.push(session(
+            "me",
+            n,
+            ctx(110.0, meter, a_minor()),
+            &[(preset, Kept)],
+        ));
+    }
+    let mut log = SessionLog { sessions };
+    log.sort();
+    let mut personal = RecentPersonal::default();
+    personal.half_life = f32::INFINITY;
+    personal.context_fit = 1.0;
+    let personal = fitted(personal, &log);
+    let index = |id: &str| personal.catalogue().index_of(id).unwrap() as usize;
+    let (reel, jig) = (index("reel-drive"), index("jig-lilt"));
+    // Facts met (tempo, meter, key): Reel Drive 3 in a 4/4 session and 2 in a 6/8 one, so
+    // usually 2 2/3; Jig Lilt 2 and 3, usually 2 1/3. Ties are broken by a sliver of
+    // global popularity, hence the tolerance.
+    let expect = |count: f32, now: f32, usual: f32| count.ln_1p() + now - usual;
+    for (meter, want_reel, want_jig) in [
+        (
+            (4, 4),
+            expect(4.0, 3.0, 8.0 / 3.0),
+            expect(2.0, 2.0, 7.0 / 3.0),
+        ),
+        (
+            (6, 8),
+            expect(4.0, 2.0, 8.0 / 3.0),
+            expect(2.0, 3.0, 7.0 / 3.0),
+        ),
+    ] {
+        let today = for_producer("me", &ctx(110.0, meter, a_minor()));
+        let values = personal.score(&today).values;
+        assert!(
+            (values[reel] - want_reel).abs() < 0.01,
+            "{meter:?}: {}",
+            values[reel]
+        );
+        assert!(
+            (values[jig] - want_jig).abs() < 0.01,
+            "{meter:?}: {}",
+            values[jig]
+        );
+    }
+    // So the 4/4 favourite leads a usual session, and the jig leads a 6/8 one.
+    let in_meter = |m| for_producer("me", &ctx(110.0, m, a_minor()));
+    assert_eq!(top_ids(&personal, &in_meter((4, 4)), 1), vec!["reel-drive"]);
+    assert_eq!(top_ids(&personal, &in_meter((6, 8)), 1), vec!["jig-lilt"]);
 }
 
 /// Three "kept" events for `preset` in a new session of `producer`.

@@ -6,6 +6,7 @@
 use super::data::{Catalogue, Context, Dataset, Feedback, Item};
 use super::evidence::{Evidence, key_name};
 use super::{Recommender, Scores};
+use crate::music::{Key, Meter};
 use crate::presets::KeyMode;
 
 #[derive(Debug, Clone)]
@@ -68,6 +69,21 @@ pub fn context_fit(item: &Item, ctx: &Context) -> f32 {
         total += REGISTER_W;
     }
     if total > 0.0 { fit / total } else { 0.0 }
+}
+
+/// How many of a preset's stated fits a session meets, 0..=3: tempo inside its range,
+/// meter listed (a preset listing none takes any), key mode accepted. Facts the session
+/// does not know count as not met, the same for every preset.
+pub fn context_facts(
+    item: &Item,
+    tempo: Option<f32>,
+    meter: Option<Meter>,
+    key: Option<Key>,
+) -> f32 {
+    let tempo = tempo.is_some_and(|t| (item.tempo.0..=item.tempo.1).contains(&t));
+    let meter = meter.is_some_and(|m| item.meters.is_empty() || item.meters.contains(&m));
+    let key = key.is_some_and(|k| item.key_mode.accepts(k.scale));
+    (tempo as u8 + meter as u8 + key as u8) as f32
 }
 
 /// The producer's taste: weight per tag and preferred energy, from the presets that worked.

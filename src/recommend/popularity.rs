@@ -1,6 +1,9 @@
-//! The two baselines: what worked most often for everyone, and a random order.
+//! The popularity family: what worked most often for everyone, for this producer (plain
+//! and recency-weighted, the hybrid's personal component), in sessions like this one; and
+//! a random order.
 
-use super::data::{Catalogue, Context, Dataset, Feedback};
+use super::content::context_facts;
+use super::data::{Catalogue, Context, Dataset, Feedback, Item};
 use super::evidence::{Evidence, sessions};
 use super::{Recommender, Scores};
 use crate::music::SeedRng;
@@ -174,9 +177,12 @@ pub struct RecentPersonal {
     pub half_life: f32,
     /// 0 (the baseline): rank by the decayed counts. Above 0 (the hybrid's personal
     /// component): among the producer's own presets, `ln(1 + count) + context_fit ×` how
-    /// well the preset's tempo range, meters and key mode fit this context — habit and
-    /// situation adding up, as in a choice model — so a favourite that does not suit this
-    /// tempo or meter gives way to one that does.
+    /// much better the preset fits this session than it fits the producer's usual ones
+    /// ([`RecentPersonal::fit_change`]) — habit and situation adding up, as in a choice
+    /// model. A favourite's count already holds how well it suits the producer's usual
+    /// tempo and meter, so only the difference this session makes should move it: in a
+    /// 6/8 session the presets that list 6/8 rise above the 4/4 favourites, and in a usual
+    /// session the favourites stay on top.
     pub context_fit: f32,
 }
 
@@ -212,7 +218,7 @@ impl RecentPersonal {
         if self.context_fit > 0.0 {
             for (v, item) in values.iter_mut().zip(&ev.catalogue.items) {
                 if *v > 0.0 {
-                    *v = v.ln_1p() + self.context_fit * super::content::context_fit(item, ctx);
+                    *v = v.ln_1p() + self.context_fit * Self::fit_change(ev, ctx, item);
                 }
             }
         }
@@ -226,7 +232,33 @@ impl RecentPersonal {
     pub(super) fn reason_with(ev: &Evidence, ctx: &Context, item: u16) -> String {
         personal_reason(ev, ctx, item)
     }
+
+    /// The preset's [`context_facts`] in this session minus their mean over the producer's
+    /// last [`USUAL_SESSIONS`] sessions: how unusually well (or badly) it fits today.
+    fn fit_change(ev: &Evidence, ctx: &Context, item: &Item) -> f32 {
+        let now = context_facts(item, ctx.tempo, ctx.meter, ctx.key);
+        let Some(p) = ev.producer(&ctx.producer) else {
+            return 0.0;
+        };
+        let rows = &ev.rows_of[p as usize];
+        let recent = &rows[rows.len().saturating_sub(USUAL_SESSIONS)..];
+        if recent.is_empty() {
+            return 0.0;
+        }
+        let usual: f32 = recent
+            .iter()
+            .map(|&r| {
+                let c = &ev.sessions[r as usize].context;
+                context_facts(item, Some(c.tempo), Some(c.meter), c.key)
+            })
+            .sum();
+        now - usual / recent.len() as f32
+    }
 }
+
+/// How many of a producer's latest sessions make up their "usual" context (bounds the work
+/// per preset for a producer with a long history).
+const USUAL_SESSIONS: usize = 256;
 
 /// How alike two session contexts are, 0..=1: tempo (±10 BPM scale), meter, key mode.
 #[cfg_attr(not(test), allow(dead_code))]
