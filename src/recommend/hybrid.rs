@@ -98,13 +98,14 @@ impl std::fmt::Display for HybridWeights {
 
 /// Weight of the change in context fit in the hybrid's personal component (see
 /// [`RecentPersonal::context_fit`]): one stated fit more than usual (tempo inside the
-/// preset's range, say) counts as much as e (2.7) times the sessions. Chosen on the
-/// plugin-faithful simulator, producers with >= 20 sessions, NDCG@10, on the default log
-/// (seed 7, 300 producers: 0.767 before, 0.771 at ½, 0.772 at 1, 0.762 at 1½) and seed 5
-/// with 1,500 producers (0.758 at ½, 0.763 at 1; personal popularity 0.745), then checked
-/// unchanged on seeds 11 and 23, which took no part in the choice. It replaced a weight of
-/// 2 on the absolute context fit, which ranked a favourite that suits the producer's usual
-/// sessions by that fit twice (its count holds it already): 0.747 on seed 5.
+/// preset's range, say) counts as much as having worked in e (2.7) times as many sessions.
+/// Chosen on the plugin-faithful simulator, producers with >= 20 sessions, NDCG@10, on
+/// seed 7 with 300 producers (0.767 before, 0.771 at ½, 0.772 at 1, 0.762 at 1½) and seed 5
+/// with 1,500 (0.758 at ½, 0.763 at 1; personal popularity 0.745), then checked unchanged
+/// on seeds 11 and 23 (1,500) and 13 (800), which took no part in the choice. It replaced
+/// a weight of 2 on the absolute context fit, which ranked a favourite that suits the
+/// producer's usual sessions by that fit twice (its count holds it already): 0.747 on
+/// seed 5.
 pub const PERSONAL_CONTEXT_FIT: f32 = 1.0;
 
 /// Half-life (in sessions) of the hybrid's personal component. Chosen on seed 11 only

@@ -216,9 +216,10 @@ impl RecentPersonal {
     pub(super) fn score_with(&self, ev: &Evidence, ctx: &Context) -> Scores {
         let mut values = personal_counts(ev, ctx, Some(self.half_life));
         if self.context_fit > 0.0 {
+            let usual = Self::usual_sessions(ev, ctx);
             for (v, item) in values.iter_mut().zip(&ev.catalogue.items) {
                 if *v > 0.0 {
-                    *v = v.ln_1p() + self.context_fit * Self::fit_change(ev, ctx, item);
+                    *v = v.ln_1p() + self.context_fit * Self::fit_change(ev, usual, ctx, item);
                 }
             }
         }
@@ -233,26 +234,29 @@ impl RecentPersonal {
         personal_reason(ev, ctx, item)
     }
 
-    /// The preset's [`context_facts`] in this session minus their mean over the producer's
-    /// last [`USUAL_SESSIONS`] sessions: how unusually well (or badly) it fits today.
-    fn fit_change(ev: &Evidence, ctx: &Context, item: &Item) -> f32 {
-        let now = context_facts(item, ctx.tempo, ctx.meter, ctx.key);
-        let Some(p) = ev.producer(&ctx.producer) else {
-            return 0.0;
-        };
-        let rows = &ev.rows_of[p as usize];
-        let recent = &rows[rows.len().saturating_sub(USUAL_SESSIONS)..];
-        if recent.is_empty() {
+    /// The producer's last [`USUAL_SESSIONS`] session rows: what is usual for them.
+    fn usual_sessions<'a>(ev: &'a Evidence, ctx: &Context) -> &'a [u32] {
+        ev.producer(&ctx.producer).map_or(&[], |p| {
+            let rows = &ev.rows_of[p as usize];
+            &rows[rows.len().saturating_sub(USUAL_SESSIONS)..]
+        })
+    }
+
+    /// The preset's [`context_facts`] in this session minus their mean over the `usual`
+    /// sessions: how unusually well (or badly) it fits today.
+    fn fit_change(ev: &Evidence, usual: &[u32], ctx: &Context, item: &Item) -> f32 {
+        if usual.is_empty() {
             return 0.0;
         }
-        let usual: f32 = recent
+        let now = context_facts(item, ctx.tempo, ctx.meter, ctx.key);
+        let total: f32 = usual
             .iter()
             .map(|&r| {
                 let c = &ev.sessions[r as usize].context;
                 context_facts(item, Some(c.tempo), Some(c.meter), c.key)
             })
             .sum();
-        now - usual / recent.len() as f32
+        now - total / usual.len() as f32
     }
 }
 
