@@ -6,7 +6,7 @@ use super::content::context_facts;
 use super::data::{Catalogue, Context, Dataset, Feedback, Item};
 use super::evidence::{Evidence, sessions};
 use super::{Recommender, Scores};
-use crate::music::SeedRng;
+use crate::music::{Meter, Scale, SeedRng};
 
 /// Ranks presets by the number of sessions (all producers) in which they worked.
 #[derive(Debug, Clone, Default)]
@@ -178,7 +178,7 @@ pub struct RecentPersonal {
     /// 0 (the baseline): rank by the decayed counts. Above 0 (the hybrid's personal
     /// component): among the producer's own presets, `ln(1 + count) + context_fit ×` how
     /// much better the preset fits this session than it fits the producer's usual ones
-    /// ([`RecentPersonal::fit_change`]) — habit and situation adding up, as in a choice
+    /// (`UsualContext::fit_change`) — habit and situation adding up, as in a choice
     /// model. A favourite's count already holds how well it suits the producer's usual
     /// tempo and meter, so only the difference this session makes should move it: in a
     /// 6/8 session the presets that list 6/8 rise above the 4/4 favourites, and in a usual
@@ -216,10 +216,10 @@ impl RecentPersonal {
     pub(super) fn score_with(&self, ev: &Evidence, ctx: &Context) -> Scores {
         let mut values = personal_counts(ev, ctx, Some(self.half_life));
         if self.context_fit > 0.0 {
-            let usual = Self::usual_sessions(ev, ctx);
+            let usual = UsualContext::of(ev, ctx);
             for (v, item) in values.iter_mut().zip(&ev.catalogue.items) {
                 if *v > 0.0 {
-                    *v = v.ln_1p() + self.context_fit * Self::fit_change(ev, usual, ctx, item);
+                    *v = v.ln_1p() + self.context_fit * usual.fit_change(ctx, item);
                 }
             }
         }
@@ -233,36 +233,72 @@ impl RecentPersonal {
     pub(super) fn reason_with(ev: &Evidence, ctx: &Context, item: u16) -> String {
         personal_reason(ev, ctx, item)
     }
-
-    /// The producer's last [`USUAL_SESSIONS`] session rows: what is usual for them.
-    fn usual_sessions<'a>(ev: &'a Evidence, ctx: &Context) -> &'a [u32] {
-        ev.producer(&ctx.producer).map_or(&[], |p| {
-            let rows = &ev.rows_of[p as usize];
-            &rows[rows.len().saturating_sub(USUAL_SESSIONS)..]
-        })
-    }
-
-    /// The preset's [`context_facts`] in this session minus their mean over the `usual`
-    /// sessions: how unusually well (or badly) it fits today.
-    fn fit_change(ev: &Evidence, usual: &[u32], ctx: &Context, item: &Item) -> f32 {
-        if usual.is_empty() {
-            return 0.0;
-        }
-        let now = context_facts(item, ctx.tempo, ctx.meter, ctx.key);
-        let total: f32 = usual
-            .iter()
-            .map(|&r| {
-                let c = &ev.sessions[r as usize].context;
-                context_facts(item, Some(c.tempo), Some(c.meter), c.key)
-            })
-            .sum();
-        now - total / usual.len() as f32
-    }
 }
 
 /// How many of a producer's latest sessions make up their "usual" context (bounds the work
-/// per preset for a producer with a long history).
+/// per ranking for a producer with a long history).
 const USUAL_SESSIONS: usize = 256;
+
+/// The contexts of a producer's last [`USUAL_SESSIONS`] sessions, summarised once per
+/// ranking so each preset's usual fit costs a binary search, not a pass over the sessions.
+#[derive(Default)]
+struct UsualContext {
+    /// Session tempos, sorted.
+    tempos: Vec<f32>,
+    /// Sessions per meter.
+    meters: Vec<(Meter, u32)>,
+    /// Sessions per scale (sessions without a key meet no key mode).
+    scales: Vec<(Scale, u32)>,
+}
+
+impl UsualContext {
+    fn of(ev: &Evidence, ctx: &Context) -> UsualContext {
+        let mut usual = UsualContext::default();
+        let Some(p) = ev.producer(&ctx.producer) else {
+            return usual;
+        };
+        let rows = &ev.rows_of[p as usize];
+        for &r in &rows[rows.len().saturating_sub(USUAL_SESSIONS)..] {
+            let c = &ev.sessions[r as usize].context;
+            usual.tempos.push(c.tempo);
+            bump(&mut usual.meters, c.meter);
+            if let Some(key) = c.key {
+                bump(&mut usual.scales, key.scale);
+            }
+        }
+        usual.tempos.sort_by(f32::total_cmp);
+        usual
+    }
+
+    /// The preset's [`context_facts`] in this session minus their mean over the usual
+    /// sessions: how unusually well (or badly) it fits today.
+    fn fit_change(&self, ctx: &Context, item: &Item) -> f32 {
+        if self.tempos.is_empty() {
+            return 0.0;
+        }
+        let now = context_facts(item, ctx.tempo, ctx.meter, ctx.key);
+        let (lo, hi) = item.tempo;
+        let tempo =
+            self.tempos.partition_point(|&t| t <= hi) - self.tempos.partition_point(|&t| t < lo);
+        let meter: u32 = (self.meters.iter())
+            .filter(|(m, _)| item.meters.is_empty() || item.meters.contains(m))
+            .map(|(_, n)| n)
+            .sum();
+        let key: u32 = (self.scales.iter())
+            .filter(|(s, _)| item.key_mode.accepts(*s))
+            .map(|(_, n)| n)
+            .sum();
+        now - (tempo as u32 + meter + key) as f32 / self.tempos.len() as f32
+    }
+}
+
+/// Adds one to `value`'s count.
+fn bump<T: PartialEq>(counts: &mut Vec<(T, u32)>, value: T) {
+    match counts.iter_mut().find(|(v, _)| *v == value) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((value, 1)),
+    }
+}
 
 /// How alike two session contexts are, 0..=1: tempo (±10 BPM scale), meter, key mode.
 #[cfg_attr(not(test), allow(dead_code))]
