@@ -81,7 +81,7 @@ pub fn context_facts(
     key: Option<Key>,
 ) -> f32 {
     let tempo = tempo.is_some_and(|t| (item.tempo.0..=item.tempo.1).contains(&t));
-    let meter = meter.is_some_and(|m| item.meters.is_empty() || item.meters.contains(&m));
+    let meter = meter.is_some_and(|m| item.takes_meter(m));
     let key = key.is_some_and(|k| item.key_mode.accepts(k.scale));
     (tempo as u8 + meter as u8 + key as u8) as f32
 }

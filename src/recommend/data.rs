@@ -27,6 +27,13 @@ pub struct Item {
     pub tags: u64,
 }
 
+impl Item {
+    /// Whether the preset states it suits meter `m` (a preset listing no meter takes any).
+    pub fn takes_meter(&self, m: Meter) -> bool {
+        self.meters.is_empty() || self.meters.contains(&m)
+    }
+}
+
 /// The presets a model ranks, in a fixed order.
 #[derive(Debug, Clone, Default)]
 pub struct Catalogue {

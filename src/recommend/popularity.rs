@@ -281,7 +281,7 @@ impl UsualContext {
         let tempo =
             self.tempos.partition_point(|&t| t <= hi) - self.tempos.partition_point(|&t| t < lo);
         let meter: u32 = (self.meters.iter())
-            .filter(|(m, _)| item.meters.is_empty() || item.meters.contains(m))
+            .filter(|(m, _)| item.takes_meter(*m))
             .map(|(_, n)| n)
             .sum();
         let key: u32 = (self.scales.iter())
